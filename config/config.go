@@ -1,0 +1,773 @@
+// Package config loads edged's YAML configuration: strictly (an unknown key is
+// an error), with every error naming the file, the line and the link, profile,
+// device or point concerned.
+//
+// Device profiles (a reusable point table for one kind of device) are separate
+// from device instances (where the device is, how often to poll it). Load does
+// no network I/O.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+)
+
+// Config is one gateway's whole configuration.
+type Config struct {
+	Gateway  Gateway   `yaml:"gateway"`
+	Cloud    Cloud     `yaml:"cloud"`
+	Bus      Bus       `yaml:"bus"`
+	Cache    Cache     `yaml:"cache"`
+	Metrics  Metrics   `yaml:"metrics"`
+	Links    []Link    `yaml:"links"`
+	Profiles []Profile `yaml:"profiles"`
+	Devices  []Device  `yaml:"devices"`
+
+	// File is the path the config was loaded from; relative paths inside it
+	// are resolved against its directory.
+	File string `yaml:"-"`
+}
+
+// Gateway is this node's identity.
+type Gateway struct {
+	ID      string `yaml:"id"`       // unique gateway id, carried by every record
+	DataDir string `yaml:"data_dir"` // durable queue, epoch, sequence; default "data" beside the config
+}
+
+// Cloud is the MQTT uplink to the ingest service.
+type Cloud struct {
+	Broker     string `yaml:"broker"`      // tls://host:port (MQTT over TLS)
+	ServerName string `yaml:"server_name"` // TLS server name, default the broker's host
+	CAFile     string `yaml:"ca"`          // CA that signed the ingest's server certificate
+	CertFile   string `yaml:"cert"`        // gateway client certificate (mutual TLS)
+	KeyFile    string `yaml:"key"`
+	ProductKey string `yaml:"product_key"` // the gateway's own EnOS identity
+	DeviceKey  string `yaml:"device_key"`
+	// Secret enables EnOS secret login. Without it the gateway logs in by its
+	// client certificate alone.
+	Secret     string        `yaml:"secret"`
+	SignMethod string        `yaml:"sign_method"` // sha256 (default), sha1, md5
+	Batch      int           `yaml:"batch"`       // max records per post, default 500
+	Linger     time.Duration `yaml:"linger"`      // how long a post waits to fill, default 100ms
+	InFlight   int           `yaml:"in_flight"`   // posts awaiting PUBACK at once, default 8
+	AckTimeout time.Duration `yaml:"ack_timeout"` // PUBACK deadline before reconnecting, default 10s
+}
+
+// Bus selects the message engine.
+type Bus struct {
+	Kind string `yaml:"kind"` // "embedded" (default)
+	// MaxBytes bounds the on-disk queue; when it is full the poll loop is
+	// told (records are refused, counted and reported, not dropped silently).
+	MaxBytes int64 `yaml:"max_bytes"` // default 1 GiB
+}
+
+// Cache selects the snapshot cache.
+type Cache struct {
+	Kind string `yaml:"kind"` // "memory" (default)
+}
+
+// Metrics is the HTTP listener for /metrics and /healthz.
+type Metrics struct {
+	Listen string `yaml:"listen"` // default 127.0.0.1:9100; "off" disables
+}
+
+// Link is one physical connection: a TCP connection to a device or gateway,
+// later a serial line.
+type Link struct {
+	Name     string        `yaml:"name"`
+	Protocol string        `yaml:"protocol"` // modbus-tcp
+	Address  string        `yaml:"address"`  // host:port
+	Timeout  time.Duration `yaml:"timeout"`  // per request, default 1s
+
+	Line int `yaml:"-"`
+}
+
+// Profile is a reusable point table for one kind of device.
+type Profile struct {
+	Name       string  `yaml:"name"`
+	ProductKey string  `yaml:"product_key"` // cloud product of devices with this profile
+	Points     []Point `yaml:"points"`
+
+	Line int `yaml:"-"`
+}
+
+// Point is one raw point of a profile and the measure point it becomes.
+type Point struct {
+	Name string `yaml:"name"`
+	// Measure is the model's measure point id; default Name.
+	Measure string `yaml:"measure"`
+
+	// Modbus addressing: table is coil, discrete_input, input_register or
+	// holding_register; address is the zero-based protocol address (the
+	// number on the wire, not the 4xxxx register number).
+	Table   string `yaml:"table"`
+	Address *int   `yaml:"address"`
+	// Type: bool, int16, uint16, int32, uint32, int64, uint64, float32,
+	// float64. Order names where the value's big-endian bytes (A = most
+	// significant) stand on the wire: AB/BA for 16 bits; ABCD, DCBA, BADC,
+	// CDAB for 32; ABCDEFGH, HGFEDCBA, BADCFEHG, GHEFCDAB for 64. Default:
+	// big-endian.
+	Type  string `yaml:"type"`
+	Order string `yaml:"order"`
+
+	// value = raw * scale + offset
+	Scale  *float64 `yaml:"scale"`
+	Offset float64  `yaml:"offset"`
+	Unit   string   `yaml:"unit"`
+	// StaleAfter marks a value stale when its source time is older than
+	// this; default 3 poll intervals.
+	StaleAfter time.Duration `yaml:"stale_after"`
+
+	Line int `yaml:"-"`
+}
+
+// Device is one field device on a link.
+type Device struct {
+	Name       string        `yaml:"name"`
+	Link       string        `yaml:"link"`
+	Profile    string        `yaml:"profile"`
+	UnitID     *int          `yaml:"unit_id"` // Modbus unit (slave) id, 0-247, or 255 for TCP
+	Poll       time.Duration `yaml:"poll"`    // default 1s
+	ProductKey string        `yaml:"product_key"`
+	DeviceKey  string        `yaml:"device_key"` // default the device name
+
+	Line int `yaml:"-"`
+}
+
+// ScaleOrOne returns the point's scale, 1 when unset.
+func (p Point) ScaleOrOne() float64 {
+	if p.Scale == nil {
+		return 1
+	}
+	return *p.Scale
+}
+
+// MeasureID returns the measure point id.
+func (p Point) MeasureID() string {
+	if p.Measure != "" {
+		return p.Measure
+	}
+	return p.Name
+}
+
+// Profile returns the named profile.
+func (c *Config) Profile(name string) (*Profile, bool) {
+	for i := range c.Profiles {
+		if c.Profiles[i].Name == name {
+			return &c.Profiles[i], true
+		}
+	}
+	return nil, false
+}
+
+// DevicesOn returns the devices on link, in config order.
+func (c *Config) DevicesOn(link string) []Device {
+	var out []Device
+	for _, d := range c.Devices {
+		if d.Link == link {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// Path resolves a path from the config against the config file's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.File == "" {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+// Error is one configuration mistake.
+type Error struct {
+	File  string
+	Line  int    // 0 when the mistake has no single line (a missing section)
+	Where string // `device "meter-1" point "voltage"` or a YAML path
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteString(":")
+		b.WriteString(strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Where != "" {
+		b.WriteString(e.Where)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Errors is every mistake found in one file, in line order.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// Load reads, decodes and validates a config file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates config text; path is used in messages and to
+// resolve relative paths.
+func Parse(path string, data []byte) (*Config, error) {
+	file, err := parser.ParseBytes(data, 0)
+	if err != nil {
+		return nil, Errors{yamlError(path, nil, err)}
+	}
+	idx := indexFile(file)
+	var c Config
+	if err := yaml.UnmarshalWithOptions(data, &c, yaml.Strict()); err != nil {
+		return nil, Errors{yamlError(path, idx, err)}
+	}
+	c.File = path
+	idx.stampLines(&c)
+	v := &validator{file: path, idx: idx}
+	v.validate(&c)
+	if len(v.errs) > 0 {
+		sort.SliceStable(v.errs, func(i, j int) bool { return v.errs[i].Line < v.errs[j].Line })
+		return nil, v.errs
+	}
+	return &c, nil
+}
+
+// yamlError turns a decoder error into an Error with the line and, where the
+// line falls inside a link, profile, point or device, its name.
+func yamlError(file string, idx *index, err error) *Error {
+	var ye yaml.Error
+	if errors.As(err, &ye) {
+		e := &Error{File: file, Msg: ye.GetMessage()}
+		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
+			e.Line = tk.Position.Line
+			if idx != nil {
+				e.Where = idx.describeLine(e.Line)
+			}
+		}
+		return e
+	}
+	return &Error{File: file, Msg: err.Error()}
+}
+
+// index maps YAML paths to lines and lines to the named items around them.
+type index struct {
+	lines map[string]int // "$.devices[1].unit_id" -> line
+	items []item         // every list item of links, profiles, points, devices, by start line
+	names map[string]string
+}
+
+type item struct {
+	line  int
+	path  string // "$.profiles[0].points[2]"
+	depth int
+}
+
+func indexFile(f *ast.File) *index {
+	idx := &index{lines: map[string]int{}, names: map[string]string{}}
+	for _, doc := range f.Docs {
+		if doc.Body == nil {
+			continue
+		}
+		ast.Walk(visitFunc(func(n ast.Node) {
+			tk := n.GetToken()
+			if tk == nil || tk.Position == nil {
+				return
+			}
+			p := n.GetPath()
+			if mv, ok := n.(*ast.MappingValueNode); ok {
+				// a key: value pair's path is the value's; its line is the key's
+				p = mv.Value.GetPath()
+				tk = mv.Key.GetToken()
+				if k := mv.Key.String(); k == "name" {
+					parent := strings.TrimSuffix(p, ".name")
+					idx.names[parent] = strings.Trim(mv.Value.String(), `"'`)
+				}
+			}
+			if _, seen := idx.lines[p]; !seen && tk.Position != nil {
+				idx.lines[p] = tk.Position.Line
+			}
+		}), doc.Body)
+	}
+	for p, l := range idx.lines {
+		if strings.HasSuffix(p, "]") {
+			idx.items = append(idx.items, item{line: l, path: p, depth: strings.Count(p, "[")})
+		}
+	}
+	sort.Slice(idx.items, func(i, j int) bool {
+		if idx.items[i].line != idx.items[j].line {
+			return idx.items[i].line < idx.items[j].line
+		}
+		return idx.items[i].depth < idx.items[j].depth
+	})
+	return idx
+}
+
+type visitFunc func(ast.Node)
+
+func (f visitFunc) Visit(n ast.Node) ast.Visitor {
+	if n != nil {
+		f(n)
+	}
+	return f
+}
+
+// line returns the line of a YAML path, falling back to its parents.
+func (x *index) line(path string) int {
+	for p := path; p != ""; {
+		if l, ok := x.lines[p]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i <= 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return 0
+}
+
+// describeLine names the innermost link, profile, point or device whose list
+// item contains line.
+func (x *index) describeLine(line int) string {
+	best := ""
+	bestDepth := -1
+	// the innermost item at or above line; a later, shallower item closes
+	// deeper ones (a new profile ends the previous profile's points)
+	open := map[int]string{}
+	for _, it := range x.items {
+		if it.line > line {
+			break
+		}
+		for d := range open {
+			if d >= it.depth {
+				delete(open, d)
+			}
+		}
+		open[it.depth] = it.path
+	}
+	for d, p := range open {
+		if d > bestDepth {
+			best, bestDepth = p, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return x.describe(best)
+}
+
+// describe turns "$.profiles[0].points[2]" into `profile "meter" point "voltage"`.
+func (x *index) describe(path string) string {
+	var parts []string
+	rest := path
+	for {
+		i := strings.Index(rest, "[")
+		if i < 0 {
+			break
+		}
+		j := strings.Index(rest[i:], "]")
+		if j < 0 {
+			break
+		}
+		prefix := path[:len(path)-len(rest)+i+j+1]
+		key := rest[:i]
+		key = key[strings.LastIndex(key, ".")+1:]
+		kind := strings.TrimSuffix(key, "s")
+		if name := x.names[prefix]; name != "" {
+			parts = append(parts, fmt.Sprintf("%s %q", kind, name))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s #%s", kind, rest[i+1:i+j]))
+		}
+		rest = rest[i+j+1:]
+	}
+	return strings.Join(parts, " ")
+}
+
+func (x *index) stampLines(c *Config) {
+	for i := range c.Links {
+		c.Links[i].Line = x.line(fmt.Sprintf("$.links[%d]", i))
+	}
+	for i := range c.Profiles {
+		c.Profiles[i].Line = x.line(fmt.Sprintf("$.profiles[%d]", i))
+		for j := range c.Profiles[i].Points {
+			c.Profiles[i].Points[j].Line = x.line(fmt.Sprintf("$.profiles[%d].points[%d]", i, j))
+		}
+	}
+	for i := range c.Devices {
+		c.Devices[i].Line = x.line(fmt.Sprintf("$.devices[%d]", i))
+	}
+}
+
+// validator collects every mistake rather than stopping at the first.
+type validator struct {
+	file string
+	idx  *index
+	errs Errors
+}
+
+// errf records a mistake at a YAML path (for its line) about a named thing.
+func (v *validator) errf(path, where, format string, args ...any) {
+	v.errs = append(v.errs, &Error{File: v.file, Line: v.idx.line(path), Where: where, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Types a point may have, with their width in 16-bit registers (0 = a bit).
+var pointTypes = map[string]int{
+	"bool": 0, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2,
+	"int64": 4, "uint64": 4, "float64": 4,
+}
+
+// Tables, with their canonical names.
+var tables = map[string]string{
+	"coil": "coil", "coils": "coil",
+	"discrete_input": "discrete_input", "discrete": "discrete_input",
+	"input_register": "input_register", "input": "input_register",
+	"holding_register": "holding_register", "holding": "holding_register",
+}
+
+// Orders for each width: the canonical notation (see Point.Order).
+var orders = map[int][]string{
+	1: {"AB", "BA"},
+	2: {"ABCD", "DCBA", "BADC", "CDAB"},
+	4: {"ABCDEFGH", "HGFEDCBA", "BADCFEHG", "GHEFCDAB"},
+}
+
+var protocols = []string{"modbus-tcp"}
+
+func (v *validator) validate(c *Config) {
+	// gateway
+	if c.Gateway.ID == "" {
+		v.errf("$.gateway", "gateway", "id is required")
+	} else if !validID(c.Gateway.ID) {
+		v.errf("$.gateway.id", "gateway", "id %q: use letters, digits, '-', '_' and '.' only", c.Gateway.ID)
+	}
+	if c.Gateway.DataDir == "" {
+		c.Gateway.DataDir = "data"
+	}
+
+	// cloud
+	cl := &c.Cloud
+	switch {
+	case cl.Broker == "":
+		v.errf("$.cloud", "cloud", "broker is required (tls://host:port)")
+	default:
+		scheme, hostport, ok := strings.Cut(cl.Broker, "://")
+		if !ok || (scheme != "tls" && scheme != "ssl" && scheme != "mqtts") {
+			v.errf("$.cloud.broker", "cloud", "broker %q: must be tls://host:port (the uplink is always TLS)", cl.Broker)
+		} else if _, _, err := net.SplitHostPort(hostport); err != nil {
+			v.errf("$.cloud.broker", "cloud", "broker %q: %v", cl.Broker, err)
+		}
+	}
+	if cl.CAFile == "" {
+		v.errf("$.cloud", "cloud", "ca is required: the CA file that signed the ingest's certificate")
+	}
+	if (cl.CertFile == "") != (cl.KeyFile == "") {
+		v.errf("$.cloud", "cloud", "cert and key go together")
+	}
+	if cl.CertFile == "" && cl.Secret == "" {
+		v.errf("$.cloud", "cloud", "give a client certificate (cert, key) or a secret to log in with")
+	}
+	if cl.ProductKey == "" || cl.DeviceKey == "" {
+		v.errf("$.cloud", "cloud", "product_key and device_key (the gateway's cloud identity) are required")
+	}
+	switch strings.ToLower(cl.SignMethod) {
+	case "":
+		cl.SignMethod = "sha256"
+	case "sha256", "sha1", "md5", "hmacsha256", "hmacsha1", "hmacmd5":
+	default:
+		v.errf("$.cloud.sign_method", "cloud", "sign_method %q: use sha256, sha1 or md5", cl.SignMethod)
+	}
+	defInt(&cl.Batch, 500)
+	defDur(&cl.Linger, 100*time.Millisecond)
+	defInt(&cl.InFlight, 8)
+	defDur(&cl.AckTimeout, 10*time.Second)
+	v.positive("$.cloud.batch", "cloud", "batch", cl.Batch)
+	v.positive("$.cloud.in_flight", "cloud", "in_flight", cl.InFlight)
+
+	switch c.Bus.Kind {
+	case "":
+		c.Bus.Kind = "embedded"
+	case "embedded":
+	default:
+		v.errf("$.bus.kind", "bus", "kind %q: this build has \"embedded\"", c.Bus.Kind)
+	}
+	if c.Bus.MaxBytes == 0 {
+		c.Bus.MaxBytes = 1 << 30
+	}
+	if c.Bus.MaxBytes < 1<<20 {
+		v.errf("$.bus.max_bytes", "bus", "max_bytes %d: at least 1048576", c.Bus.MaxBytes)
+	}
+	switch c.Cache.Kind {
+	case "":
+		c.Cache.Kind = "memory"
+	case "memory":
+	default:
+		v.errf("$.cache.kind", "cache", "kind %q: this build has \"memory\"", c.Cache.Kind)
+	}
+	if c.Metrics.Listen == "" {
+		c.Metrics.Listen = "127.0.0.1:9100"
+	} else if c.Metrics.Listen != "off" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			v.errf("$.metrics.listen", "metrics", "listen %q: %v", c.Metrics.Listen, err)
+		}
+	}
+
+	// links
+	links := map[string]int{}
+	for i := range c.Links {
+		l := &c.Links[i]
+		p := fmt.Sprintf("$.links[%d]", i)
+		where := fmt.Sprintf("link %q", l.Name)
+		if l.Name == "" {
+			where = fmt.Sprintf("link #%d", i+1)
+			v.errf(p, where, "name is required")
+		} else if first, dup := links[l.Name]; dup {
+			v.errf(p+".name", where, "duplicate link name (first defined on line %d)", c.Links[first].Line)
+		} else {
+			links[l.Name] = i
+		}
+		if !contains(protocols, l.Protocol) {
+			v.errf(p+".protocol", where, "protocol %q: use one of %s", l.Protocol, strings.Join(protocols, ", "))
+		}
+		if l.Address == "" {
+			v.errf(p, where, "address is required (host:port)")
+		} else if _, port, err := net.SplitHostPort(l.Address); err != nil {
+			v.errf(p+".address", where, "address %q: %v", l.Address, err)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			v.errf(p+".address", where, "address %q: port must be 1-65535", l.Address)
+		}
+		defDur(&l.Timeout, time.Second)
+		if l.Timeout < 0 {
+			v.errf(p+".timeout", where, "timeout must be positive")
+		}
+	}
+
+	// profiles
+	profiles := map[string]int{}
+	for i := range c.Profiles {
+		pr := &c.Profiles[i]
+		p := fmt.Sprintf("$.profiles[%d]", i)
+		where := fmt.Sprintf("profile %q", pr.Name)
+		if pr.Name == "" {
+			where = fmt.Sprintf("profile #%d", i+1)
+			v.errf(p, where, "name is required")
+		} else if first, dup := profiles[pr.Name]; dup {
+			v.errf(p+".name", where, "duplicate profile name (first defined on line %d)", c.Profiles[first].Line)
+		} else {
+			profiles[pr.Name] = i
+		}
+		if len(pr.Points) == 0 {
+			v.errf(p, where, "a profile needs at least one point")
+		}
+		names := map[string]int{}
+		measures := map[string]int{}
+		for j := range pr.Points {
+			v.point(c, fmt.Sprintf("%s.points[%d]", p, j), where, &pr.Points[j], j, names, measures)
+		}
+	}
+
+	// devices
+	devices := map[string]int{}
+	keys := map[string]int{}
+	for i := range c.Devices {
+		d := &c.Devices[i]
+		p := fmt.Sprintf("$.devices[%d]", i)
+		where := fmt.Sprintf("device %q", d.Name)
+		if d.Name == "" {
+			where = fmt.Sprintf("device #%d", i+1)
+			v.errf(p, where, "name is required")
+		} else if !validID(d.Name) {
+			v.errf(p+".name", where, "name: use letters, digits, '-', '_' and '.' only")
+		} else if first, dup := devices[d.Name]; dup {
+			v.errf(p+".name", where, "duplicate device name (first defined on line %d)", c.Devices[first].Line)
+		} else {
+			devices[d.Name] = i
+		}
+		if d.Link == "" {
+			v.errf(p, where, "link is required")
+		} else if _, ok := links[d.Link]; !ok {
+			v.errf(p+".link", where, "link %q is not defined under links", d.Link)
+		}
+		var prof *Profile
+		if d.Profile == "" {
+			v.errf(p, where, "profile is required")
+		} else if k, ok := profiles[d.Profile]; !ok {
+			v.errf(p+".profile", where, "profile %q is not defined under profiles", d.Profile)
+		} else {
+			prof = &c.Profiles[k]
+		}
+		if d.UnitID == nil {
+			v.errf(p, where, "unit_id is required (the Modbus slave id, 1-247)")
+		} else if u := *d.UnitID; u < 0 || (u > 247 && u != 255) {
+			v.errf(p+".unit_id", where, "unit_id %d out of range: 0-247, or 255 for a TCP device", u)
+		}
+		defDur(&d.Poll, time.Second)
+		if d.Poll < 10*time.Millisecond {
+			v.errf(p+".poll", where, "poll %s is too short: at least 10ms", d.Poll)
+		}
+		if d.DeviceKey == "" {
+			d.DeviceKey = d.Name
+		}
+		if d.ProductKey == "" && prof != nil {
+			d.ProductKey = prof.ProductKey
+		}
+		if d.ProductKey == "" {
+			v.errf(p, where, "product_key is required here or on its profile (the device's cloud product)")
+		}
+		k := d.ProductKey + "/" + d.DeviceKey
+		if first, dup := keys[k]; dup {
+			v.errf(p+".device_key", where, "device_key %q of product %q is already used by device %q", d.DeviceKey, d.ProductKey, c.Devices[first].Name)
+		} else {
+			keys[k] = i
+		}
+	}
+	if len(c.Devices) == 0 {
+		v.errf("$", "", "no devices are configured")
+	}
+	// stale limits default to three poll intervals of the slowest device using the profile
+	for i := range c.Profiles {
+		var slowest time.Duration
+		for _, d := range c.Devices {
+			if d.Profile == c.Profiles[i].Name && d.Poll > slowest {
+				slowest = d.Poll
+			}
+		}
+		for j := range c.Profiles[i].Points {
+			defDur(&c.Profiles[i].Points[j].StaleAfter, 3*slowest)
+		}
+	}
+}
+
+func (v *validator) point(c *Config, p, profWhere string, pt *Point, j int, names, measures map[string]int) {
+	where := fmt.Sprintf("%s point %q", profWhere, pt.Name)
+	if pt.Name == "" {
+		where = fmt.Sprintf("%s point #%d", profWhere, j+1)
+		v.errf(p, where, "name is required")
+	} else if first, dup := names[pt.Name]; dup {
+		v.errf(p+".name", where, "duplicate point name (point #%d has it)", first+1)
+	} else {
+		names[pt.Name] = j
+	}
+	if m := pt.MeasureID(); m != "" {
+		if first, dup := measures[m]; dup {
+			v.errf(p, where, "measure point %q is already fed by point #%d", m, first+1)
+		} else {
+			measures[m] = j
+		}
+	}
+	table, ok := tables[pt.Table]
+	if !ok {
+		v.errf(p+".table", where, "table %q: use coil, discrete_input, input_register or holding_register", pt.Table)
+	} else {
+		pt.Table = table
+	}
+	width, ok := pointTypes[pt.Type]
+	switch {
+	case pt.Type == "":
+		v.errf(p, where, "type is required")
+	case !ok:
+		v.errf(p+".type", where, "type %q: use one of bool, int16, uint16, int32, uint32, int64, uint64, float32, float64", pt.Type)
+	case width == 0 && (table == "input_register" || table == "holding_register"):
+		v.errf(p+".type", where, "type bool reads a coil or discrete_input; a bit inside a register is not supported yet")
+	case width > 0 && (table == "coil" || table == "discrete_input"):
+		v.errf(p+".type", where, "type %s needs a register table (input_register or holding_register), not %s", pt.Type, table)
+	}
+	if width > 0 {
+		if pt.Order == "" {
+			pt.Order = orders[width][0]
+		} else if !contains(orders[width], pt.Order) {
+			v.errf(p+".order", where, "order %q does not fit %s: use one of %s", pt.Order, pt.Type, strings.Join(orders[width], ", "))
+		}
+	} else if pt.Order != "" && ok {
+		v.errf(p+".order", where, "order makes no sense for a bool")
+	}
+	if pt.Address == nil {
+		v.errf(p, where, "address is required (zero-based protocol address 0-65535)")
+	} else {
+		a := *pt.Address
+		last := a + max(width, 1) - 1
+		if a < 0 || last > 65535 {
+			if width > 1 {
+				v.errf(p+".address", where, "address %d out of range: a %s spans %d registers, so 0-%d", a, pt.Type, width, 65536-width)
+			} else if a >= 400001 && a <= 465536 {
+				v.errf(p+".address", where, "address %d out of range: 0-65535; it looks like a 4xxxxx register number, whose zero-based address is %d", a, a-400001)
+			} else if a >= 300001 && a <= 365536 {
+				v.errf(p+".address", where, "address %d out of range: 0-65535; it looks like a 3xxxxx register number, whose zero-based address is %d", a, a-300001)
+			} else {
+				v.errf(p+".address", where, "address %d out of range: 0-65535 (zero-based protocol address)", a)
+			}
+		}
+	}
+	if pt.Scale != nil && *pt.Scale == 0 {
+		v.errf(p+".scale", where, "scale 0 would zero every value")
+	}
+	if pt.StaleAfter < 0 {
+		v.errf(p+".stale_after", where, "stale_after must be positive")
+	}
+	_ = c
+}
+
+func (v *validator) positive(path, where, field string, n int) {
+	if n <= 0 {
+		v.errf(path, where, "%s must be positive", field)
+	}
+}
+
+func defInt(p *int, d int) {
+	if *p == 0 {
+		*p = d
+	}
+}
+
+func defDur(p *time.Duration, d time.Duration) {
+	if *p == 0 {
+		*p = d
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func validID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
