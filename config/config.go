@@ -635,11 +635,11 @@ func (v *validator) validate(c *Config) {
 		if d.ProductKey == "" && prof != nil {
 			d.ProductKey = prof.ProductKey
 		}
-		if d.ProductKey == "" {
+		if d.ProductKey == "" && (prof != nil || d.Profile == "") {
 			v.errf(p, where, "product_key is required here or on its profile (the device's cloud product)")
 		}
 		k := d.ProductKey + "/" + d.DeviceKey
-		if first, dup := keys[k]; dup {
+		if first, dup := keys[k]; dup && c.Devices[first].Name != d.Name {
 			v.errf(p+".device_key", where, "device_key %q of product %q is already used by device %q", d.DeviceKey, d.ProductKey, c.Devices[first].Name)
 		} else {
 			keys[k] = i

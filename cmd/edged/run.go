@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edged/edged/bus"
+	"github.com/edged/edged/bus/embedded"
+	"github.com/edged/edged/cache"
+	"github.com/edged/edged/cache/memory"
+	"github.com/edged/edged/certs"
+	"github.com/edged/edged/cloudlink"
+	"github.com/edged/edged/config"
+	"github.com/edged/edged/connectivity"
+	"github.com/edged/edged/ha"
+	"github.com/edged/edged/modelsync"
+	"github.com/edged/edged/pipeline"
+)
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "edged.yaml", "config file")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	drain := fs.Duration("drain", 5*time.Second, "on shutdown, how long the uplink may keep delivering the backlog")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		fmt.Fprintln(stderr, "edged:", err)
+		return 2
+	}
+	cfg, err := load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runGateway(ctx, cfg, log, *drain); err != nil {
+		log.Error("edged stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// gateway is every stage of one running edged.
+type gateway struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	epoch    uint64
+	bus      bus.Bus
+	cache    cache.Cache
+	norm     *modelsync.Normaliser
+	engine   *connectivity.Engine
+	producer *pipeline.Producer
+	uplink   *cloudlink.Uplink
+	blocked  prometheus.Gauge
+}
+
+// runGateway runs edged until ctx ends, then shuts down in order: stop
+// polling → the producer flushes what it holds to the bus → the uplink
+// delivers for up to drain → close the bus. What is not delivered stays on
+// disk for the next start.
+func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain time.Duration) error {
+	dataDir := cfg.Path(cfg.Gateway.DataDir)
+	b, err := embedded.Open(dataDir, embedded.Options{MaxBytes: cfg.Bus.MaxBytes, Logger: log.With("component", "bus")})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	leaderCtx, epoch, err := ha.Local{Dir: dataDir}.Lead(ctx)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	tlsCfg, _, err := certs.ClientConfig(cfg.Path(cfg.Cloud.CAFile), cfg.Path(cfg.Cloud.CertFile), cfg.Path(cfg.Cloud.KeyFile), cfg.Cloud.ServerName)
+	if err != nil {
+		return fmt.Errorf("cloud TLS: %w", err)
+	}
+
+	g := &gateway{cfg: cfg, log: log, epoch: epoch, bus: b, cache: memory.New(), norm: modelsync.NewNormaliser(cfg)}
+	readings := make(chan connectivity.Reading, 256)
+	g.engine, err = connectivity.New(cfg, registry(cfg), readings, log.With("component", "connectivity"), reg)
+	if err != nil {
+		return err
+	}
+	g.producer = pipeline.NewProducer(pipeline.ProducerOptions{
+		In: readings, Normaliser: g.norm, Bus: b, Cache: g.cache,
+		Gateway: cfg.Gateway.ID, Epoch: epoch, MaxRecords: cfg.Cloud.Batch,
+		Logger: log.With("component", "producer"), Registerer: reg,
+	})
+	g.uplink = cloudlink.New(cloudlink.Options{
+		Broker: cfg.Cloud.Broker, TLS: tlsCfg,
+		ProductKey: cfg.Cloud.ProductKey, DeviceKey: cfg.Cloud.DeviceKey,
+		Secret: cfg.Cloud.Secret, SignMethod: cfg.Cloud.SignMethod,
+		Gateway: cfg.Gateway.ID, Epoch: epoch, Bus: b,
+		InFlight: cfg.Cloud.InFlight, AckTimeout: cfg.Cloud.AckTimeout,
+		Logger: log.With("component", "uplink"), Registerer: reg,
+	})
+	registerBusMetrics(reg, b)
+
+	srv, err := g.serveHTTP(reg)
+	if err != nil {
+		return err
+	}
+	log.Info("edged started", "version", version, "gateway", cfg.Gateway.ID, "epoch", epoch,
+		"links", len(cfg.Links), "devices", len(cfg.Devices), "data_dir", dataDir, "http", cfg.Metrics.Listen)
+
+	pollCtx, stopPolling := context.WithCancel(leaderCtx)
+	defer stopPolling()
+	upCtx, stopUplink := context.WithCancel(context.Background())
+	defer stopUplink()
+	prodCtx, stopProducer := context.WithCancel(context.Background())
+	defer stopProducer()
+
+	engineDone := make(chan struct{})
+	go func() {
+		defer close(engineDone)
+		g.engine.Run(pollCtx)
+		close(readings)
+	}()
+	producerDone := make(chan error, 1)
+	go func() { producerDone <- g.producer.Run(prodCtx) }()
+	uplinkDone := make(chan error, 1)
+	go func() { uplinkDone <- g.uplink.Run(upCtx) }()
+
+	<-ctx.Done()
+	log.Info("shutting down: polls stop, the backlog is flushed")
+	stopPolling()
+	<-engineDone
+	// the producer flushes what it holds; give a full bus a few seconds
+	t := time.AfterFunc(5*time.Second, stopProducer)
+	perr := <-producerDone
+	t.Stop()
+	deadline := time.Now().Add(drain)
+	for time.Now().Before(deadline) {
+		st, _ := b.Stats(bus.Telemetry)
+		if st.Depth == 0 || !g.uplink.Health().Connected {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopUplink()
+	<-uplinkDone
+	if st, err := b.Stats(bus.Telemetry); err == nil && st.Depth > 0 {
+		log.Info("undelivered records stay queued for the next start", "records", st.Records, "messages", st.Depth)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	if perr != nil && !errors.Is(perr, context.Canceled) {
+		return perr
+	}
+	return nil
+}
+
+func registerBusMetrics(reg prometheus.Registerer, b bus.Bus) {
+	stat := func(f func(bus.Stats) float64) func() float64 {
+		return func() float64 {
+			st, err := b.Stats(bus.Telemetry)
+			if err != nil {
+				return 0
+			}
+			return f(st)
+		}
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edged_bus_depth_messages", Help: "Messages on the telemetry queue not yet acknowledged by the cloud."},
+			stat(func(s bus.Stats) float64 { return float64(s.Depth) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edged_uplink_backlog_records", Help: "Records waiting for the cloud's acknowledgement."},
+			stat(func(s bus.Stats) float64 { return float64(s.Records) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edged_bus_bytes", Help: "Bytes on the telemetry queue."},
+			stat(func(s bus.Stats) float64 { return float64(s.Bytes) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edged_bus_oldest_age_seconds", Help: "Age of the oldest unacknowledged message."},
+			stat(func(s bus.Stats) float64 {
+				if s.Oldest.IsZero() {
+					return 0
+				}
+				return time.Since(s.Oldest).Seconds()
+			})),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edged_bus_next_sequence", Help: "The sequence number the next record will get."},
+			stat(func(s bus.Stats) float64 { return float64(s.NextSeq) })),
+	)
+}
+
+// health is the /healthz document.
+type health struct {
+	Status  string                `json:"status"` // ok, degraded (a device, link or the cloud is down), failing (the bus refuses data)
+	Gateway string                `json:"gateway"`
+	Epoch   uint64                `json:"epoch"`
+	Links   []connectivity.Health `json:"links"`
+	Bus     busHealth             `json:"bus"`
+	Uplink  cloudlink.Health      `json:"uplink"`
+}
+
+type busHealth struct {
+	Depth      int     `json:"depth"`
+	Records    uint64  `json:"records"`
+	Bytes      int64   `json:"bytes"`
+	MaxBytes   int64   `json:"max_bytes"`
+	OldestAgeS float64 `json:"oldest_age_seconds"`
+	NextSeq    uint64  `json:"next_seq"`
+}
+
+func (g *gateway) health() (health, int) {
+	h := health{Status: "ok", Gateway: g.cfg.Gateway.ID, Epoch: g.epoch, Links: g.engine.Health(), Uplink: g.uplink.Health()}
+	if st, err := g.bus.Stats(bus.Telemetry); err == nil {
+		h.Bus = busHealth{Depth: st.Depth, Records: st.Records, Bytes: st.Bytes, MaxBytes: st.MaxBytes, NextSeq: st.NextSeq}
+		if !st.Oldest.IsZero() {
+			h.Bus.OldestAgeS = time.Since(st.Oldest).Seconds()
+		}
+		if st.Bytes > st.MaxBytes*9/10 {
+			h.Status = "failing"
+		}
+	}
+	if h.Status == "ok" {
+		if !h.Uplink.Connected {
+			h.Status = "degraded"
+		}
+		for _, l := range h.Links {
+			for _, d := range l.Devices {
+				if !d.Up {
+					h.Status = "degraded"
+				}
+			}
+		}
+	}
+	code := http.StatusOK
+	if h.Status == "failing" {
+		code = http.StatusServiceUnavailable
+	}
+	return h, code
+}
+
+func (g *gateway) serveHTTP(reg *prometheus.Registry) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		h, code := g.health()
+		writeJSON(w, code, h)
+	})
+	mux.HandleFunc("GET /api/v1/snapshot/{device}", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("device")
+		idx := -1
+		for i, d := range g.cfg.Devices {
+			if d.Name == name {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no device %q in this gateway's config", name)})
+			return
+		}
+		snap, err := g.cache.Get(r.Context(), name)
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		type point struct {
+			ID      string `json:"id"`
+			Value   any    `json:"value"`
+			Unit    string `json:"unit,omitempty"`
+			Quality string `json:"quality"`
+			Reason  string `json:"reason,omitempty"`
+			Time    int64  `json:"time"`
+			Seq     uint64 `json:"seq"`
+		}
+		var out []point
+		for _, mp := range g.norm.Model(idx) {
+			e, ok := snap[mp.ID]
+			if !ok {
+				continue
+			}
+			var v any
+			if !e.Value.IsNone() {
+				v = e.Value.String()
+				if f, ok := e.Value.Float64(); ok {
+					v = f
+				}
+			}
+			out = append(out, point{ID: mp.ID, Value: v, Unit: mp.Unit, Quality: e.Quality.String(), Reason: e.Reason, Time: e.Time, Seq: e.Seq})
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+		writeJSON(w, http.StatusOK, map[string]any{"device": name, "points": out})
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if g.cfg.Metrics.Listen == "off" {
+		return srv, nil
+	}
+	ln, err := net.Listen("tcp", g.cfg.Metrics.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	go srv.Serve(ln)
+	return srv, nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
