@@ -139,7 +139,7 @@ type Sample struct {
 	Point   int
 	Value   Value
 	Quality Quality
-	Reason  string    // why the sample is bad, in the field's words ("timeout", "exception 2: illegal data address")
+	Reason  string    // why the sample is bad, in the field's words ("timeout", "exception 2 (illegal data address)")
 	Time    time.Time // source time if the protocol has one, else the time the reply arrived
 }
 
