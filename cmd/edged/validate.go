@@ -8,13 +8,19 @@ import (
 
 	"github.com/edged/edged/config"
 	"github.com/edged/edged/drivers"
-	"github.com/edged/edged/drivers/modbus"
 )
+
+// builtinDrivers registers each driver compiled into this binary; every
+// driver_*.go file adds itself under a build tag, so a slim binary can leave
+// protocols out (go build -tags edged_no_modbus).
+var builtinDrivers []func(*config.Config, *drivers.Registry)
 
 // registry returns every driver built into this binary.
 func registry(cfg *config.Config) *drivers.Registry {
 	var r drivers.Registry
-	r.Register(modbus.Protocol, modbus.Factory(cfg))
+	for _, add := range builtinDrivers {
+		add(cfg, &r)
+	}
 	return &r
 }
 
