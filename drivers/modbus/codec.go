@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"unsafe"
 
 	"github.com/edged/edged/telemetry"
 )
@@ -100,8 +101,9 @@ func (c Codec) Registers() int {
 var errNoCodec = errors.New("modbus: zero Codec: use NewCodec")
 
 // Decode converts exactly Registers() registers, in address order, to a
-// value: Int for signed types, Uint for unsigned, Float for floats (float32
-// widened exactly), Bool for bool (any non-zero register is true). It does
+// value: Int for signed types, Uint for unsigned, Float for floats (a
+// float32 becomes the float64 nearest its shortest decimal form: 230.1, not
+// 230.10000610351562), Bool for bool (any non-zero register is true). It does
 // not allocate.
 func (c Codec) Decode(regs []uint16) (telemetry.Value, error) {
 	if c.kind == telemetry.KindNone {
@@ -130,7 +132,7 @@ func (c Codec) Decode(regs []uint16) (telemetry.Value, error) {
 		return telemetry.Uint(u), nil
 	default: // float
 		if n == 4 {
-			return telemetry.Float(float64(math.Float32frombits(uint32(u)))), nil
+			return telemetry.Float(widen32(math.Float32frombits(uint32(u)))), nil
 		}
 		return telemetry.Float(math.Float64frombits(u)), nil
 	}
@@ -283,4 +285,23 @@ func toUint(v telemetry.Value, typ string, bits uint) (uint64, error) {
 
 func rangeErr(v telemetry.Value, typ, lo, hi string) error {
 	return fmt.Errorf("%s out of range for %s (%s to %s)", v, typ, lo, hi)
+}
+
+// widen32 converts a float32 to the float64 nearest the shortest decimal that
+// identifies the float32: what the device meant by 230.1 stays 230.1
+// downstream, where widening the bits would give 230.10000610351562.
+// Infinities and NaN are widened as they are. It does not allocate.
+func widen32(f float32) float64 {
+	if math.IsInf(float64(f), 0) || f != f {
+		return float64(f)
+	}
+	var buf [32]byte
+	b := strconv.AppendFloat(buf[:0], float64(f), 'g', -1, 32)
+	// strconv copies the string into any error it returns, so viewing the
+	// stack buffer is safe; a shortest float32 form always parses.
+	v, err := strconv.ParseFloat(unsafe.String(&b[0], len(b)), 64)
+	if err != nil {
+		return float64(f)
+	}
+	return v
 }
