@@ -237,13 +237,13 @@ func Load(path string) (*Config, error) {
 // Parse decodes and validates config text; path is used in messages and to
 // resolve relative paths.
 func Parse(path string, data []byte) (*Config, error) {
-	file, err := parser.ParseBytes(data, 0)
-	if err != nil {
+	var file *ast.File
+	if err := guard(func() (err error) { file, err = parser.ParseBytes(data, 0); return err }); err != nil {
 		return nil, Errors{yamlError(path, nil, err)}
 	}
 	idx := indexFile(file)
 	var c Config
-	if err := yaml.UnmarshalWithOptions(data, &c, yaml.Strict()); err != nil {
+	if err := guard(func() error { return yaml.UnmarshalWithOptions(data, &c, yaml.Strict()) }); err != nil {
 		return nil, Errors{yamlError(path, idx, err)}
 	}
 	c.File = path
@@ -255,6 +255,18 @@ func Parse(path string, data []byte) (*Config, error) {
 		return nil, v.errs
 	}
 	return &c, nil
+}
+
+// guard runs f, turning a panic into an error: goccy/go-yaml v1.18.0 panics
+// on some malformed input (e.g. "devices: ! "); a bad config file must give
+// a message, never crash the gateway.
+func guard(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the YAML is malformed (the parser failed: %v)", r)
+		}
+	}()
+	return f()
 }
 
 // yamlError turns a decoder error into an Error with the line and, where the

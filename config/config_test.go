@@ -71,6 +71,8 @@ func TestBrokenConfigs(t *testing.T) {
 			[]string{`c.yaml:20: profile "meter" point "v": unknown field "typ"`}},
 		{"malformed YAML", func(s string) string { return strings.Replace(s, "  id: gw-01", "  id: [gw-01", 1) },
 			[]string{"c.yaml:3: ',' or ']' must be specified"}},
+		{"parser panic", func(s string) string { return "devices: ! \n" },
+			[]string{"c.yaml: the YAML is malformed (the parser failed: "}},
 		{"wrong type", func(s string) string { return strings.Replace(s, "unit_id: 1", "unit_id: one", 1) },
 			[]string{`c.yaml:25: device "m1": `}},
 		{"duplicate device", func(s string) string { return s + "  - name: m1\n    link: l1\n    profile: meter\n    unit_id: 2\n    device_key: other\n" },
@@ -129,6 +131,7 @@ func TestBrokenConfigs(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(base))
 	f.Add(Sample)
+	f.Add([]byte("devices: ! "))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse("f.yaml", b)
 		if err == nil && (c.Gateway.ID == "" || len(c.Devices) == 0) {
