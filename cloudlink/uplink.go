@@ -41,6 +41,7 @@ type Options struct {
 	Epoch      uint64 // this node's fencing epoch
 
 	Bus        bus.Bus
+	MaxPayload int           // largest post in bytes (the cloud refuses larger ones); default 256 KiB
 	InFlight   int           // posts awaiting PUBACK at once
 	AckTimeout time.Duration // PUBACK deadline; past it the session is restarted
 	Logger     *slog.Logger
@@ -64,6 +65,12 @@ func New(o Options) *Uplink {
 	}
 	if o.AckTimeout <= 0 {
 		o.AckTimeout = 10 * time.Second
+	}
+	if o.MaxPayload <= 0 {
+		o.MaxPayload = 256 << 10
+	}
+	if o.SignMethod == "" {
+		o.SignMethod = "sha256"
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -141,9 +148,11 @@ func (u *Uplink) clientOptions(lost func(error)) (*mqtt.ClientOptions, error) {
 	return opts, nil
 }
 
+// pending is one bus message on its way: one post, or several when the
+// message is larger than a post may be. It is acked when every post is.
 type pending struct {
 	d       bus.Delivery
-	tok     mqtt.Token
+	toks    []mqtt.Token
 	records int
 	sent    time.Time
 }
@@ -191,16 +200,19 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 	go func() { // acker: waits for PUBACKs in publish order
 		defer wg.Done()
 		first := true
+	next:
 		for p := range window {
-			if !waitToken(sctx, p.tok, o.AckTimeout) {
-				if sctx.Err() == nil {
-					cancel(fmt.Errorf("no PUBACK within %s", o.AckTimeout))
+			for _, tok := range p.toks {
+				if !waitToken(sctx, tok, o.AckTimeout) {
+					if sctx.Err() == nil {
+						cancel(fmt.Errorf("no PUBACK within %s", o.AckTimeout))
+					}
+					continue next // drain; these deliveries are void
 				}
-				continue // drain; these deliveries are void
-			}
-			if err := p.tok.Error(); err != nil {
-				cancel(fmt.Errorf("publish: %w", err))
-				continue
+				if err := tok.Error(); err != nil {
+					cancel(fmt.Errorf("publish: %w", err))
+					continue next
+				}
 			}
 			if sctx.Err() != nil {
 				continue
@@ -239,14 +251,21 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 				u.deadLetter(sctx, d, err)
 				continue
 			}
-			id := u.nextID.Add(1)
-			buf = enos.AppendPostBatch(buf[:0], id, o.Gateway, o.Epoch, recs)
-			payload := append([]byte(nil), buf...) // paho keeps the payload until PUBACK
-			t := client.Publish(topic, 1, false, payload)
+			p := pending{d: d, records: len(recs), sent: time.Now()}
+			var tooBig error
+			buf, tooBig = u.posts(buf, recs, func(payload []byte) {
+				p.toks = append(p.toks, client.Publish(topic, 1, false, payload))
+				u.m.postedBytes.Add(float64(len(payload)))
+			})
+			if tooBig != nil {
+				// nothing was posted: a single record over the cloud's limit
+				// can never be delivered; keep it for inspection
+				u.deadLetter(sctx, d, tooBig)
+				continue
+			}
 			u.m.postedRecords.Add(float64(len(recs)))
-			u.m.postedBytes.Add(float64(len(payload)))
 			select {
-			case window <- pending{d: d, tok: t, records: len(recs), sent: time.Now()}:
+			case window <- p:
 			case <-sctx.Done():
 				return nil
 			}
@@ -261,6 +280,42 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 		return cause
 	}
 	return err
+}
+
+// posts encodes recs as one post, or, when that is over MaxPayload, as
+// several smaller ones (halving until each fits), and hands each payload to
+// publish in record order. A single record over the limit is an error and
+// nothing is published.
+func (u *Uplink) posts(buf []byte, recs []telemetry.Record, publish func([]byte)) ([]byte, error) {
+	buf = enos.AppendPostBatch(buf[:0], u.nextID.Add(1), u.o.Gateway, u.o.Epoch, recs)
+	if len(buf) <= u.o.MaxPayload { // the common case: one post
+		publish(append([]byte(nil), buf...)) // paho keeps the payload until PUBACK
+		return buf, nil
+	}
+	var parts [][]telemetry.Record
+	var split func(rs []telemetry.Record) error
+	split = func(rs []telemetry.Record) error {
+		buf = enos.AppendPostBatch(buf[:0], 0, u.o.Gateway, u.o.Epoch, rs)
+		if len(buf) <= u.o.MaxPayload {
+			parts = append(parts, rs)
+			return nil
+		}
+		if len(rs) == 1 {
+			return fmt.Errorf("record seq %d of device %s encodes to %d bytes, over the cloud's limit of %d", rs[0].Seq, rs[0].Device, len(buf), u.o.MaxPayload)
+		}
+		if err := split(rs[:len(rs)/2]); err != nil {
+			return err
+		}
+		return split(rs[len(rs)/2:])
+	}
+	if err := split(recs); err != nil {
+		return buf, err
+	}
+	for _, part := range parts {
+		buf = enos.AppendPostBatch(buf[:0], u.nextID.Add(1), u.o.Gateway, u.o.Epoch, part)
+		publish(append([]byte(nil), buf...)) // paho keeps the payload until PUBACK
+	}
+	return buf, nil
 }
 
 func waitToken(ctx context.Context, t mqtt.Token, timeout time.Duration) bool {

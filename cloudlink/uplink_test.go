@@ -2,6 +2,7 @@ package cloudlink_test
 
 import (
 	"context"
+	"fmt"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -247,4 +248,30 @@ func TestCorruptMessageIsDeadLettered(t *testing.T) {
 	if err != nil || st.Depth != 1 {
 		t.Fatalf("dead-letter queue = %+v, %v; want the corrupt message", st, err)
 	}
+}
+
+// TestOversizeMessageIsSplit: a bus message larger than a post may be is
+// sent as several posts and acked once all are stored.
+func TestOversizeMessageIsSplit(t *testing.T) {
+	c := newCloud(t, freeAddr(t))
+	c.start(t)
+	b := openBus(t)
+	recs := make([]telemetry.Record, 40)
+	for i := range recs {
+		recs[i] = telemetry.Record{Device: "m1", ProductKey: "meterPK", DeviceKey: "m1", Time: time.Now().UnixMilli()}
+		for j := range 100 {
+			recs[i].Points = append(recs[i].Points, telemetry.Point{ID: fmt.Sprintf("point-%03d", j), Quality: telemetry.Bad, Reason: "link down"})
+		}
+	}
+	if _, err := b.Publish(context.Background(), bus.Telemetry, uint32(len(recs)), telemetry.AppendBatch(nil, "gw-test", 1, recs)); err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, _, _ := certs.ClientConfig(c.files.CACert, c.files.ClientCert, c.files.ClientKey, "")
+	u := cloudlink.New(cloudlink.Options{
+		Broker: "tls://" + c.cfg.MQTTListen, TLS: tlsCfg, ProductKey: "gwPK", DeviceKey: "gwDK",
+		Secret: "gwSecret", Gateway: "gw-test", Epoch: 1, Bus: b, MaxPayload: 32 << 10,
+	})
+	runUplink(t, u)
+	waitFor(t, "all 40 records stored", func() bool { n, _ := c.sequences(t); return n == 40 })
+	waitFor(t, "bus emptied", func() bool { st, _ := b.Stats(bus.Telemetry); return st.Depth == 0 })
 }

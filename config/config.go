@@ -59,6 +59,7 @@ type Cloud struct {
 	Secret     string        `yaml:"secret"`
 	SignMethod string        `yaml:"sign_method"` // sha256 (default), sha1, md5
 	Batch      int           `yaml:"batch"`       // max records per post, default 500
+	MaxPayload int           `yaml:"max_payload"` // largest post in bytes, default 256 KiB (ingestd accepts 512 KiB); larger batches are split
 	Linger     time.Duration `yaml:"linger"`      // how long a post waits to fill, default 100ms
 	InFlight   int           `yaml:"in_flight"`   // posts awaiting PUBACK at once, default 8
 	AckTimeout time.Duration `yaml:"ack_timeout"` // PUBACK deadline before reconnecting, default 10s
@@ -514,6 +515,10 @@ func (v *validator) validate(c *Config) {
 		v.errf("$.cloud.sign_method", "cloud", "sign_method %q: use sha256, sha1 or md5", cl.SignMethod)
 	}
 	defInt(&cl.Batch, 500)
+	defInt(&cl.MaxPayload, 256<<10)
+	if cl.MaxPayload < 4096 {
+		v.errf("$.cloud.max_payload", "cloud", "max_payload %d: at least 4096 bytes", cl.MaxPayload)
+	}
 	defDur(&cl.Linger, 100*time.Millisecond)
 	defInt(&cl.InFlight, 8)
 	defDur(&cl.AckTimeout, 10*time.Second)

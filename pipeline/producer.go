@@ -35,6 +35,7 @@ type ProducerOptions struct {
 	Gateway    string
 	Epoch      uint64
 	MaxRecords int           // records per bus message, default 500
+	MaxPoints  int           // measure points per bus message, default 10000
 	Linger     time.Duration // how long a partial batch waits, default 50ms
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -44,6 +45,9 @@ type ProducerOptions struct {
 func NewProducer(o ProducerOptions) *Producer {
 	if o.MaxRecords <= 0 {
 		o.MaxRecords = 500
+	}
+	if o.MaxPoints <= 0 {
+		o.MaxPoints = 10000
 	}
 	if o.Linger <= 0 {
 		o.Linger = 50 * time.Millisecond
@@ -64,7 +68,9 @@ func (p *Producer) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed := false
+	points := 0 // in pending
 	flush := func() error {
+		points = 0
 		if armed {
 			timer.Stop()
 			armed = false
@@ -83,12 +89,12 @@ func (p *Producer) Run(ctx context.Context) error {
 		for i := range pending {
 			pending[i].Seq = seq + uint64(i)
 		}
-		points := 0
+		n := 0
 		for i := range pending {
-			points += len(pending[i].Points)
+			n += len(pending[i].Points)
 		}
 		p.m.records.Add(float64(len(pending)))
-		p.m.points.Add(float64(points))
+		p.m.points.Add(float64(n))
 		if err := o.Cache.Put(ctx, pending); err != nil {
 			p.m.cacheErrors.Inc()
 		}
@@ -103,7 +109,8 @@ func (p *Producer) Run(ctx context.Context) error {
 				return flush()
 			}
 			pending = append(pending, o.Normaliser.Normalise(r, time.Now()))
-			if len(pending) >= o.MaxRecords {
+			points += len(r.Samples)
+			if len(pending) >= o.MaxRecords || points >= o.MaxPoints {
 				if err := flush(); err != nil && ctx.Err() != nil {
 					return err
 				}

@@ -114,7 +114,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 		ProductKey: cfg.Cloud.ProductKey, DeviceKey: cfg.Cloud.DeviceKey,
 		Secret: cfg.Cloud.Secret, SignMethod: cfg.Cloud.SignMethod,
 		Gateway: cfg.Gateway.ID, Epoch: epoch, Bus: b,
-		InFlight: cfg.Cloud.InFlight, AckTimeout: cfg.Cloud.AckTimeout,
+		MaxPayload: cfg.Cloud.MaxPayload, InFlight: cfg.Cloud.InFlight, AckTimeout: cfg.Cloud.AckTimeout,
 		Logger: log.With("component", "uplink"), Registerer: reg,
 	})
 	registerBusMetrics(reg, b)
