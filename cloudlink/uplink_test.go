@@ -2,8 +2,8 @@ package cloudlink_test
 
 import (
 	"context"
-	"fmt"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"

@@ -65,9 +65,13 @@ func TestBrokenConfigs(t *testing.T) {
 		edit func(string) string
 		want []string
 	}{
-		{"unknown key", func(s string) string { return strings.Replace(s, "    unit_id: 1\n", "    unit_id: 1\n    polling: 1s\n", 1) },
+		{"unknown key", func(s string) string {
+			return strings.Replace(s, "    unit_id: 1\n", "    unit_id: 1\n    polling: 1s\n", 1)
+		},
 			[]string{`c.yaml:26: device "m1": unknown field "polling"`}},
-		{"typo in a point key", func(s string) string { return strings.Replace(s, "        type: float32\n", "        typ: float32\n", 1) },
+		{"typo in a point key", func(s string) string {
+			return strings.Replace(s, "        type: float32\n", "        typ: float32\n", 1)
+		},
 			[]string{`c.yaml:20: profile "meter" point "v": unknown field "typ"`}},
 		{"malformed YAML", func(s string) string { return strings.Replace(s, "  id: gw-01", "  id: [gw-01", 1) },
 			[]string{"c.yaml:3: ',' or ']' must be specified"}},
@@ -75,7 +79,9 @@ func TestBrokenConfigs(t *testing.T) {
 			[]string{"c.yaml: the YAML is malformed (the parser failed: "}},
 		{"wrong type", func(s string) string { return strings.Replace(s, "unit_id: 1", "unit_id: one", 1) },
 			[]string{`c.yaml:25: device "m1": `}},
-		{"duplicate device", func(s string) string { return s + "  - name: m1\n    link: l1\n    profile: meter\n    unit_id: 2\n    device_key: other\n" },
+		{"duplicate device", func(s string) string {
+			return s + "  - name: m1\n    link: l1\n    profile: meter\n    unit_id: 2\n    device_key: other\n"
+		},
 			[]string{`c.yaml:26: device "m1": duplicate device name (first defined on line 22)`}},
 		{"address out of range", func(s string) string { return strings.Replace(s, "address: 0\n", "address: 65535\n", 1) },
 			[]string{`c.yaml:19: profile "meter" point "v": address 65535 out of range: a float32 spans 2 registers, so 0-65534`}},
@@ -88,7 +94,9 @@ func TestBrokenConfigs(t *testing.T) {
 			[]string{`c.yaml:23: device "m1": link "l2" is not defined under links`}},
 		{"unknown profile", func(s string) string { return strings.Replace(s, "    profile: meter\n", "    profile: inverter\n", 1) },
 			[]string{`c.yaml:24: device "m1": profile "inverter" is not defined under profiles`}},
-		{"order does not fit type", func(s string) string { return strings.Replace(s, "type: float32\n", "type: float32\n        order: AB\n", 1) },
+		{"order does not fit type", func(s string) string {
+			return strings.Replace(s, "type: float32\n", "type: float32\n        order: AB\n", 1)
+		},
 			[]string{`c.yaml:21: profile "meter" point "v": order "AB" does not fit float32: use one of ABCD, DCBA, BADC, CDAB`}},
 		{"bool in a register", func(s string) string { return strings.Replace(s, "type: float32", "type: bool", 1) },
 			[]string{`c.yaml:20: profile "meter" point "v": type bool reads a coil or discrete_input; a bit inside a register is not supported yet`}},

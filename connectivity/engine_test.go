@@ -60,8 +60,10 @@ func (s *scripted) Poll(ctx context.Context, dev int, buf []telemetry.Sample) ([
 	return append(buf, telemetry.Sample{Point: 0, Value: telemetry.Int(1), Time: time.Now()}), nil
 }
 
-func (s *scripted) Write(context.Context, int, int, telemetry.Value) error { return drivers.ErrUnsupported }
-func (s *scripted) Close() error                                          { return nil }
+func (s *scripted) Write(context.Context, int, int, telemetry.Value) error {
+	return drivers.ErrUnsupported
+}
+func (s *scripted) Close() error { return nil }
 
 func (s *scripted) count(name string) int {
 	c, ok := s.polls.Load(name)
