@@ -239,12 +239,12 @@ func Load(path string) (*Config, error) {
 // resolve relative paths.
 func Parse(path string, data []byte) (*Config, error) {
 	var file *ast.File
-	if err := guard(func() (err error) { file, err = parser.ParseBytes(data, 0); return err }); err != nil {
+	if err := GuardYAML(func() (err error) { file, err = parser.ParseBytes(data, 0); return err }); err != nil {
 		return nil, Errors{yamlError(path, nil, err)}
 	}
 	idx := indexFile(file)
 	var c Config
-	if err := guard(func() error { return yaml.UnmarshalWithOptions(data, &c, yaml.Strict()) }); err != nil {
+	if err := GuardYAML(func() error { return yaml.UnmarshalWithOptions(data, &c, yaml.Strict()) }); err != nil {
 		return nil, Errors{yamlError(path, idx, err)}
 	}
 	c.File = path
@@ -258,10 +258,11 @@ func Parse(path string, data []byte) (*Config, error) {
 	return &c, nil
 }
 
-// guard runs f, turning a panic into an error: goccy/go-yaml v1.18.0 panics
-// on some malformed input (e.g. "devices: ! "); a bad config file must give
-// a message, never crash the gateway.
-func guard(f func() error) (err error) {
+// GuardYAML runs f, turning a panic into an error: goccy/go-yaml v1.18.0
+// panics on some malformed input (e.g. "devices: ! "); a bad YAML file must
+// give a message, never crash the program. Every YAML loader of ours wraps
+// its goccy calls in it.
+func GuardYAML(f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("the YAML is malformed (the parser failed: %v)", r)

@@ -82,9 +82,9 @@ func MQTTLogin(cid, productKey, deviceKey, secret, method, timestamp string) (cl
 	switch {
 	case cid == "" || strings.ContainsAny(cid, "|"):
 		return "", "", "", fmt.Errorf("enos: client id %q: must be non-empty without '|'", cid)
-	case !validKey(productKey):
+	case !ValidKey(productKey):
 		return "", "", "", fmt.Errorf("enos: product key %q: %s", productKey, keyRule)
-	case !validKey(deviceKey):
+	case !ValidKey(deviceKey):
 		return "", "", "", fmt.Errorf("enos: device key %q: %s", deviceKey, keyRule)
 	case timestamp == "" || strings.ContainsAny(timestamp, "|,="):
 		return "", "", "", fmt.Errorf("enos: timestamp %q: must be non-empty without '|', ',' or '='", timestamp)
@@ -111,9 +111,9 @@ func LoginParams(cid, productKey, deviceKey, timestamp string) map[string]string
 
 const keyRule = "must be non-empty, without '&', '/', '+', '#', '|' or control characters"
 
-// validKey reports whether s can be a product or device key: it is a topic
+// ValidKey reports whether s can be a product or device key: it is a topic
 // level and half of the username, so it must not contain their separators.
-func validKey(s string) bool {
+func ValidKey(s string) bool {
 	if s == "" || len(s) > 256 {
 		return false
 	}
@@ -125,9 +125,6 @@ func validKey(s string) bool {
 	}
 	return true
 }
-
-// ValidKey reports whether s is usable as a product or device key.
-func ValidKey(s string) bool { return validKey(s) }
 
 // FormatClientID builds "{cid}|k=v,k=v|" with the options in key order; with
 // no options it returns cid alone.
@@ -199,7 +196,7 @@ func ParseClientID(s string) (cid string, opts map[string]string, err error) {
 // ParseUsername splits an EnOS username "{deviceKey}&{productKey}".
 func ParseUsername(s string) (deviceKey, productKey string, err error) {
 	dk, pk, ok := strings.Cut(s, "&")
-	if !ok || !validKey(dk) || !validKey(pk) {
+	if !ok || !ValidKey(dk) || !ValidKey(pk) {
 		return "", "", fmt.Errorf("enos: username %q: want deviceKey&productKey, each %s", s, keyRule)
 	}
 	return dk, pk, nil

@@ -80,7 +80,7 @@ func parseTopic(topic, prefix string) (pk, dk, suffix string, ok bool) {
 		return "", "", "", false
 	}
 	dk, suffix, found = strings.Cut(rest, "/")
-	if !found || !validKey(pk) || !validKey(dk) || suffix == "" {
+	if !found || !ValidKey(pk) || !ValidKey(dk) || suffix == "" {
 		return "", "", "", false
 	}
 	return pk, dk, suffix, true

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -73,6 +74,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.ClientCAFile, "client-ca", "", "CA that client certificates must chain to")
 	fs.StringVar(&cfg.RegistryFile, "registry", "registry.yaml", "device registry (YAML)")
 	fs.IntVar(&cfg.MaxPayload, "max-payload", 512<<10, "largest accepted MQTT payload in bytes")
+	fs.DurationVar(&cfg.LoginMaxSkew, "login-max-skew", time.Hour, "how far a secret login's timestamp may be from this clock; negative disables the check (gateways without a real-time clock)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return 2

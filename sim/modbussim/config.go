@@ -13,6 +13,8 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+
+	"github.com/edged/edged/config"
 )
 
 // Config is one simulated Modbus TCP endpoint: the unit ids it answers and
@@ -248,7 +250,7 @@ func LoadConfig(path string) (Config, error) {
 func ParseConfig(path string, data []byte) (Config, error) {
 	var c Config
 	var lines *lineIndex
-	if err := guard(func() error {
+	if err := config.GuardYAML(func() error {
 		file, err := parser.ParseBytes(data, 0)
 		if err != nil {
 			return err
@@ -269,17 +271,6 @@ func ParseConfig(path string, data []byte) (Config, error) {
 	}
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 	return Config{}, errs
-}
-
-// guard runs f, turning a panic into an error: goccy/go-yaml v1.18.0 panics
-// on some malformed input (e.g. "units: ! ", found by FuzzParseConfig).
-func guard(f func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("YAML decoder failed on malformed input: %v", r)
-		}
-	}()
-	return f()
 }
 
 func yamlError(file string, lines *lineIndex, err error) *ConfigError {

@@ -1,0 +1,100 @@
+package ingest
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Reasons a connection is refused (label "reason" of
+// ingest_connections_refused_total).
+const (
+	refusedTLSBadCert     = "tls_bad_cert"     // client certificate not signed by the client CA, expired, ...
+	refusedTLSNoCert      = "tls_no_cert"      // no client certificate
+	refusedTLSHandshake   = "tls_handshake"    // any other handshake failure (protocol, timeout, not TLS)
+	refusedBadUsername    = "bad_username"     // not deviceKey&productKey
+	refusedUnknownDevice  = "unknown_device"   // not in the registry
+	refusedBadClientID    = "bad_client_id"    // garbled client id, securemode not 2, unknown sign method
+	refusedStaleTimestamp = "stale_timestamp"  // login timestamp outside LoginMaxSkew
+	refusedBadSignature   = "bad_signature"    // wrong password
+	refusedNoSecret       = "secret_login_off" // password given, but the device has no secret
+	refusedNoCertLogin    = "cert_login_off"   // no password, and cert_login is not enabled
+	refusedCertMismatch   = "cert_mismatch"    // certificate CommonName is not the device key
+)
+
+// Reasons a post is rejected (label "reason" of ingest_posts_rejected_total).
+const (
+	rejectedMalformed   = "malformed"        // 400: not a valid request
+	rejectedTooLarge    = "too_large"        // 413: payload over MaxPayload
+	rejectedLimit       = "limit"            // 413: too many items or points, id too long
+	rejectedForbidden   = "forbidden"        // 403: a device posting for another without being a gateway
+	rejectedFenced      = "fenced"           // 403: sender epoch older than the newest seen
+	rejectedStore       = "store_error"      // 500: the store failed; no PUBACK
+	rejectedUnsupported = "unsupported"      // 501: a request ingestd does not handle
+	rejectedLogin       = "sub_login"        // combine.login refused
+	rejectedPacketLarge = "packet_too_large" // MQTT packet over the hard limit: connection closed
+)
+
+type metrics struct {
+	connAccepted prometheus.Counter
+	connRefused  *prometheus.CounterVec
+	aclDenied    *prometheus.CounterVec
+	posts        prometheus.Counter
+	rejected     *prometheus.CounterVec
+	items        prometheus.Counter
+	duplicates   prometheus.Counter
+	points       prometheus.Counter
+	appendTime   prometheus.Histogram
+	latency      prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		connAccepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingest_connections_accepted_total", Help: "MQTT connections logged in.",
+		}),
+		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_connections_refused_total", Help: "Connections refused, at TLS or at login, by reason.",
+		}, []string{"reason"}),
+		aclDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_acl_denied_total", Help: "Publishes and subscriptions refused by the topic ACL.",
+		}, []string{"action"}),
+		posts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingest_posts_accepted_total", Help: "Measure point posts stored (code 200).",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_posts_rejected_total", Help: "Requests rejected, by reason.",
+		}, []string{"reason"}),
+		items: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingest_items_stored_total", Help: "Items (records) stored.",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingest_items_duplicate_total", Help: "Items acknowledged but not stored again: already stored.",
+		}),
+		points: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingest_points_stored_total", Help: "Measure points stored.",
+		}),
+		appendTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ingest_store_append_seconds", Help: "Time to store one post durably.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ingest_record_latency_seconds",
+			Help:    "From a record's time (its poll at the gateway) to its durable storage here, for new records of edged gateways. Includes clock offset between the hosts.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17),
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.connAccepted, m.connRefused, m.aclDenied, m.posts, m.rejected, m.items, m.duplicates, m.points, m.appendTime, m.latency} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	// Known reasons start at zero, so dashboards see them before they happen.
+	for _, r := range []string{refusedTLSBadCert, refusedTLSNoCert, refusedTLSHandshake, refusedBadUsername, refusedUnknownDevice,
+		refusedBadClientID, refusedStaleTimestamp, refusedBadSignature, refusedNoSecret, refusedNoCertLogin, refusedCertMismatch} {
+		m.connRefused.WithLabelValues(r)
+	}
+	for _, r := range []string{rejectedMalformed, rejectedTooLarge, rejectedLimit, rejectedForbidden, rejectedFenced,
+		rejectedStore, rejectedUnsupported, rejectedLogin, rejectedPacketLarge} {
+		m.rejected.WithLabelValues(r)
+	}
+	m.aclDenied.WithLabelValues("publish")
+	m.aclDenied.WithLabelValues("subscribe")
+	return m, nil
+}

@@ -1,0 +1,145 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+
+	"github.com/edged/edged/cloudlink/enos"
+	"github.com/edged/edged/config"
+)
+
+// RegistryDevice is one device allowed to connect.
+type RegistryDevice struct {
+	ProductKey string `yaml:"product_key"`
+	DeviceKey  string `yaml:"device_key"`
+	// Secret enables EnOS secret login (and verifies a sub-device's
+	// combine.login).
+	Secret string `yaml:"secret"`
+	// CertLogin allows login by client certificate alone: the certificate's
+	// CommonName must equal DeviceKey.
+	CertLogin bool `yaml:"cert_login"`
+	// Gateway allows the device to post for other devices (its
+	// sub-devices) and on their topics. Which sub-devices is not checked
+	// yet: topology enforcement comes with the topology registry.
+	Gateway bool `yaml:"gateway"`
+
+	Line int `yaml:"-"`
+}
+
+// Registry is the set of known devices, loaded from YAML:
+//
+//	devices:
+//	  - product_key: gwPK
+//	    device_key: gwDK
+//	    secret: s3cret      # enables secret login
+//	    cert_login: true    # allows login by client certificate (CN = device_key)
+//	    gateway: true       # may post for sub-devices
+//
+// It is read-only once loaded, so safe for concurrent use.
+type Registry struct {
+	devices map[devKey]*RegistryDevice
+}
+
+type devKey struct{ pk, dk string }
+
+// Device returns the registered device productKey/deviceKey.
+func (r *Registry) Device(productKey, deviceKey string) (*RegistryDevice, bool) {
+	d, ok := r.devices[devKey{productKey, deviceKey}]
+	return d, ok
+}
+
+// Len is the number of devices.
+func (r *Registry) Len() int { return len(r.devices) }
+
+// LoadRegistry reads and validates a registry file. Errors are
+// config.Errors naming file:line and the device.
+func LoadRegistry(path string) (*Registry, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: registry: %w", err)
+	}
+	return ParseRegistry(path, data)
+}
+
+// ParseRegistry decodes registry YAML strictly (unknown keys are errors);
+// path is used in messages.
+func ParseRegistry(path string, data []byte) (*Registry, error) {
+	var file *ast.File
+	if err := config.GuardYAML(func() (err error) { file, err = parser.ParseBytes(data, 0); return err }); err != nil {
+		return nil, config.Errors{yamlError(path, err)}
+	}
+	var doc struct {
+		Devices []RegistryDevice `yaml:"devices"`
+	}
+	if err := config.GuardYAML(func() error { return yaml.UnmarshalWithOptions(data, &doc, yaml.Strict()) }); err != nil {
+		return nil, config.Errors{yamlError(path, err)}
+	}
+	var errs config.Errors
+	errf := func(line int, where, format string, args ...any) {
+		errs = append(errs, &config.Error{File: path, Line: line, Where: where, Msg: fmt.Sprintf(format, args...)})
+	}
+	reg := &Registry{devices: make(map[devKey]*RegistryDevice, len(doc.Devices))}
+	for i := range doc.Devices {
+		d := &doc.Devices[i]
+		d.Line = nodeLine(file, fmt.Sprintf("$.devices[%d]", i))
+		where := fmt.Sprintf("device %q", d.ProductKey+"/"+d.DeviceKey)
+		if !enos.ValidKey(d.ProductKey) {
+			errf(d.Line, where, "product_key %q: required, without '&', '/', '+', '#', '|' or control characters", d.ProductKey)
+		}
+		if !enos.ValidKey(d.DeviceKey) {
+			errf(d.Line, where, "device_key %q: required, without '&', '/', '+', '#', '|' or control characters", d.DeviceKey)
+		}
+		if d.Secret == "" && !d.CertLogin {
+			errf(d.Line, where, "give a secret or cert_login: true, or the device can never log in")
+		}
+		k := devKey{d.ProductKey, d.DeviceKey}
+		if first, dup := reg.devices[k]; dup {
+			errf(d.Line, where, "registered twice (first on line %d)", first.Line)
+			continue
+		}
+		reg.devices[k] = d
+	}
+	if len(doc.Devices) == 0 {
+		errf(0, "", "no devices are registered")
+	}
+	if len(errs) > 0 {
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
+		return nil, errs
+	}
+	return reg, nil
+}
+
+func nodeLine(f *ast.File, path string) (line int) {
+	defer func() {
+		if recover() != nil {
+			line = 0
+		}
+	}()
+	p, err := yaml.PathString(path)
+	if err != nil {
+		return 0
+	}
+	n, err := p.FilterFile(f)
+	if err != nil || n == nil || n.GetToken() == nil || n.GetToken().Position == nil {
+		return 0
+	}
+	return n.GetToken().Position.Line
+}
+
+func yamlError(file string, err error) *config.Error {
+	var ye yaml.Error
+	if errors.As(err, &ye) {
+		e := &config.Error{File: file, Msg: ye.GetMessage()}
+		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
+			e.Line = tk.Position.Line
+		}
+		return e
+	}
+	return &config.Error{File: file, Msg: err.Error()}
+}
