@@ -82,6 +82,8 @@ func New(cfg *config.Config, reg *drivers.Registry, out chan<- Reading, log *slo
 				global: index[d.Name],
 				local:  i,
 				points: len(prof.Points),
+				names:  pointNames(prof),
+				bad:    make([]bool, len(prof.Points)),
 				retry:  backoff.Backoff{Min: d.Poll, Max: max(d.Poll, 60*time.Second)},
 				up:     true,
 			})
@@ -138,6 +140,8 @@ type device struct {
 	global  int // index in Config.Devices
 	local   int // index among the link's devices, as the driver knows it
 	points  int
+	names   []string // point names, by index in the profile
+	bad     []bool   // which points the last answered poll had bad, to log changes only
 	due     time.Time
 	retry   backoff.Backoff // breaker: delays between polls of a failing device
 	up      bool
@@ -226,8 +230,20 @@ func (l *link) poll(ctx context.Context, d *device) error {
 	}
 	bad := 0
 	for _, s := range samples {
-		if s.Quality != telemetry.Good {
+		isBad := s.Quality == telemetry.Bad
+		if isBad {
 			bad++
+		}
+		if s.Point < 0 || s.Point >= len(d.bad) || d.bad[s.Point] == isBad {
+			continue
+		}
+		// a point-level fault (a Modbus exception on its request) is logged
+		// once when it starts and once when it ends, with device and point
+		d.bad[s.Point] = isBad
+		if isBad {
+			l.log.Warn("point unreadable", "device", d.cfg.Name, "point", d.names[s.Point], "reason", s.Reason)
+		} else {
+			l.log.Info("point readable again", "device", d.cfg.Name, "point", d.names[s.Point])
 		}
 	}
 	if bad > 0 {
@@ -311,6 +327,14 @@ func (l *link) linkUp() {
 		}
 		d.retry.Reset()
 	}
+}
+
+func pointNames(p *config.Profile) []string {
+	names := make([]string, len(p.Points))
+	for i, pt := range p.Points {
+		names[i] = pt.Name
+	}
+	return names
 }
 
 func badReading(d *device, why string) Reading {

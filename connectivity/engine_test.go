@@ -1,9 +1,12 @@
 package connectivity
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -54,11 +57,17 @@ func (s *scripted) Poll(ctx context.Context, dev int, buf []telemetry.Sample) ([
 	s.mu.Unlock()
 	if f != nil {
 		if err := f(); err != nil {
+			if errors.Is(err, errPointBad) {
+				return append(buf, telemetry.Sample{Point: 0, Quality: telemetry.Bad, Reason: "exception 2 (illegal data address)", Time: time.Now()}), nil
+			}
 			return buf, fmt.Errorf("device %s: %w", d.Name, err)
 		}
 	}
 	return append(buf, telemetry.Sample{Point: 0, Value: telemetry.Int(1), Time: time.Now()}), nil
 }
+
+// errPointBad makes the scripted driver answer with point 0 bad.
+var errPointBad = errors.New("point bad")
 
 func (s *scripted) Write(context.Context, int, int, telemetry.Value) error {
 	return drivers.ErrUnsupported
@@ -74,6 +83,10 @@ func (s *scripted) count(name string) int {
 }
 
 func setup(t *testing.T, drv *scripted, devices ...string) (*Engine, chan Reading) {
+	return setupLog(t, drv, slog.New(slog.DiscardHandler), devices...)
+}
+
+func setupLog(t *testing.T, drv *scripted, log *slog.Logger, devices ...string) (*Engine, chan Reading) {
 	cfg := &config.Config{
 		Links:    []config.Link{{Name: "l1", Protocol: "scripted", Timeout: 50 * time.Millisecond}},
 		Profiles: []config.Profile{{Name: "p", Points: []config.Point{{Name: "x"}}}},
@@ -85,7 +98,7 @@ func setup(t *testing.T, drv *scripted, devices ...string) (*Engine, chan Readin
 	var reg drivers.Registry
 	reg.Register("scripted", func(config.Link, []config.Device, *slog.Logger) (drivers.Driver, error) { return drv, nil })
 	out := make(chan Reading, 1024)
-	e, err := New(cfg, &reg, out, slog.New(slog.DiscardHandler), nil)
+	e, err := New(cfg, &reg, out, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,3 +214,50 @@ func TestBrokenLinkReconnects(t *testing.T) {
 		t.Fatalf("last qualities = %v: both recover", last)
 	}
 }
+
+// TestPointFaultLoggedOncePerChange: a point that keeps failing is logged
+// when it starts failing and when it recovers, not at every poll.
+func TestPointFaultLoggedOncePerChange(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	drv := &scripted{behave: map[string]func() error{
+		"m1": func() error {
+			if failing.Load() {
+				return errPointBad
+			}
+			return nil
+		},
+	}}
+	var logs syncBuf
+	e, out := setupLog(t, drv, slog.New(slog.NewTextHandler(&logs, nil)), "m1")
+	go func() { time.Sleep(400 * time.Millisecond); failing.Store(false) }()
+	run(t, e, 800*time.Millisecond)
+	close(out)
+	bad := 0
+	for r := range out {
+		if r.Samples[0].Quality == telemetry.Bad {
+			bad++
+		}
+	}
+	text := logs.String()
+	if bad < 5 {
+		t.Fatalf("only %d bad readings in 400ms at 20ms", bad)
+	}
+	if n := strings.Count(text, "point unreadable"); n != 1 {
+		t.Fatalf("%d 'point unreadable' lines for one fault:\n%s", n, text)
+	}
+	if !strings.Contains(text, `device=m1 point=x reason="exception 2 (illegal data address)"`) {
+		t.Fatalf("the log does not name device, point and reason:\n%s", text)
+	}
+	if n := strings.Count(text, "point readable again"); n != 1 {
+		t.Fatalf("%d 'readable again' lines:\n%s", n, text)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
