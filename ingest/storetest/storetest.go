@@ -185,6 +185,16 @@ func testNoDedup(t *testing.T, s ingest.Store) {
 	if len(page.Readings) != 1 {
 		t.Errorf("the same reading twice is one reading: %+v", page.Readings)
 	}
+	// a second post at the same time with another point keeps the first
+	// point; the same point again replaces it
+	mustAppend(t, s, &ingest.Batch{Items: []enos.Item{Item("pk", "plain", 5, 0, 0, P("h", telemetry.Int(40)))}})
+	mustAppend(t, s, &ingest.Batch{Items: []enos.Item{Item("pk", "plain", 5, 0, 0, P("t", telemetry.Float(22)))}})
+	for id, want := range map[string]telemetry.Value{"t": telemetry.Float(22), "h": telemetry.Int(40)} {
+		page, _ := s.Range(context.Background(), "pk", "plain", id, 0, math.MaxInt64, "", 0)
+		if len(page.Readings) != 1 || !page.Readings[0].Value.Equal(want) {
+			t.Errorf("%s at time 5 after three posts: %+v, want one reading %v", id, page.Readings, want)
+		}
+	}
 	// Items without an origin in a gateway's batch are stored without de-duplication.
 	gb := &ingest.Batch{Gateway: "gw", Epoch: 1, Items: []enos.Item{Item("pk", "plain", 6, 0, 0, P("t", telemetry.Float(1)))}}
 	for range 2 {
