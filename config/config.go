@@ -21,6 +21,8 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+
+	"github.com/edged/edged/internal/yamlpos"
 )
 
 // Config is one gateway's whole configuration.
@@ -290,8 +292,8 @@ func yamlError(file string, idx *index, err error) *Error {
 
 // index maps YAML paths to lines and lines to the named items around them.
 type index struct {
-	lines map[string]int // "$.devices[1].unit_id" -> line
-	items []item         // every list item of links, profiles, points, devices, by start line
+	*yamlpos.Lines
+	items []item // every list item of links, profiles, points, devices, by start line
 	names map[string]string
 }
 
@@ -302,36 +304,17 @@ type item struct {
 }
 
 func indexFile(f *ast.File) *index {
-	idx := &index{lines: map[string]int{}, names: map[string]string{}}
-	for _, doc := range f.Docs {
-		if doc.Body == nil {
-			continue
+	idx := &index{names: map[string]string{}}
+	idx.Lines = yamlpos.Index(f, func(path, key string, v ast.Node, _ int) {
+		if key == "name" {
+			idx.names[strings.TrimSuffix(path, ".name")] = strings.Trim(v.String(), `"'`)
 		}
-		ast.Walk(visitFunc(func(n ast.Node) {
-			tk := n.GetToken()
-			if tk == nil || tk.Position == nil {
-				return
-			}
-			p := n.GetPath()
-			if mv, ok := n.(*ast.MappingValueNode); ok {
-				// a key: value pair's path is the value's; its line is the key's
-				p = mv.Value.GetPath()
-				tk = mv.Key.GetToken()
-				if k := mv.Key.String(); k == "name" {
-					parent := strings.TrimSuffix(p, ".name")
-					idx.names[parent] = strings.Trim(mv.Value.String(), `"'`)
-				}
-			}
-			if _, seen := idx.lines[p]; !seen && tk.Position != nil {
-				idx.lines[p] = tk.Position.Line
-			}
-		}), doc.Body)
-	}
-	for p, l := range idx.lines {
+	})
+	idx.Each(func(p string, l int) {
 		if strings.HasSuffix(p, "]") {
 			idx.items = append(idx.items, item{line: l, path: p, depth: strings.Count(p, "[")})
 		}
-	}
+	})
 	sort.Slice(idx.items, func(i, j int) bool {
 		if idx.items[i].line != idx.items[j].line {
 			return idx.items[i].line < idx.items[j].line
@@ -339,30 +322,6 @@ func indexFile(f *ast.File) *index {
 		return idx.items[i].depth < idx.items[j].depth
 	})
 	return idx
-}
-
-type visitFunc func(ast.Node)
-
-func (f visitFunc) Visit(n ast.Node) ast.Visitor {
-	if n != nil {
-		f(n)
-	}
-	return f
-}
-
-// line returns the line of a YAML path, falling back to its parents.
-func (x *index) line(path string) int {
-	for p := path; p != ""; {
-		if l, ok := x.lines[p]; ok {
-			return l
-		}
-		i := strings.LastIndexAny(p, ".[")
-		if i <= 0 {
-			break
-		}
-		p = p[:i]
-	}
-	return 0
 }
 
 // describeLine names the innermost link, profile, point or device whose list
@@ -424,16 +383,16 @@ func (x *index) describe(path string) string {
 
 func (x *index) stampLines(c *Config) {
 	for i := range c.Links {
-		c.Links[i].Line = x.line(fmt.Sprintf("$.links[%d]", i))
+		c.Links[i].Line = x.Line(fmt.Sprintf("$.links[%d]", i))
 	}
 	for i := range c.Profiles {
-		c.Profiles[i].Line = x.line(fmt.Sprintf("$.profiles[%d]", i))
+		c.Profiles[i].Line = x.Line(fmt.Sprintf("$.profiles[%d]", i))
 		for j := range c.Profiles[i].Points {
-			c.Profiles[i].Points[j].Line = x.line(fmt.Sprintf("$.profiles[%d].points[%d]", i, j))
+			c.Profiles[i].Points[j].Line = x.Line(fmt.Sprintf("$.profiles[%d].points[%d]", i, j))
 		}
 	}
 	for i := range c.Devices {
-		c.Devices[i].Line = x.line(fmt.Sprintf("$.devices[%d]", i))
+		c.Devices[i].Line = x.Line(fmt.Sprintf("$.devices[%d]", i))
 	}
 }
 
@@ -446,7 +405,7 @@ type validator struct {
 
 // errf records a mistake at a YAML path (for its line) about a named thing.
 func (v *validator) errf(path, where, format string, args ...any) {
-	v.errs = append(v.errs, &Error{File: v.file, Line: v.idx.line(path), Where: where, Msg: fmt.Sprintf(format, args...)})
+	v.errs = append(v.errs, &Error{File: v.file, Line: v.idx.Line(path), Where: where, Msg: fmt.Sprintf(format, args...)})
 }
 
 // Types a point may have, with their width in 16-bit registers (0 = a bit).

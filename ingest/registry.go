@@ -12,6 +12,7 @@ import (
 
 	"github.com/edged/edged/cloudlink/enos"
 	"github.com/edged/edged/config"
+	"github.com/edged/edged/internal/yamlpos"
 )
 
 // RegistryDevice is one device allowed to connect.
@@ -80,6 +81,7 @@ func ParseRegistry(path string, data []byte) (*Registry, error) {
 	if err := config.GuardYAML(func() error { return yaml.UnmarshalWithOptions(data, &doc, yaml.Strict()) }); err != nil {
 		return nil, config.Errors{yamlError(path, err)}
 	}
+	lines := yamlpos.Index(file, nil)
 	var errs config.Errors
 	errf := func(line int, where, format string, args ...any) {
 		errs = append(errs, &config.Error{File: path, Line: line, Where: where, Msg: fmt.Sprintf(format, args...)})
@@ -87,7 +89,7 @@ func ParseRegistry(path string, data []byte) (*Registry, error) {
 	reg := &Registry{devices: make(map[devKey]*RegistryDevice, len(doc.Devices))}
 	for i := range doc.Devices {
 		d := &doc.Devices[i]
-		d.Line = nodeLine(file, fmt.Sprintf("$.devices[%d]", i))
+		d.Line = lines.Line(fmt.Sprintf("$.devices[%d]", i))
 		where := fmt.Sprintf("device %q", d.ProductKey+"/"+d.DeviceKey)
 		if !enos.ValidKey(d.ProductKey) {
 			errf(d.Line, where, "product_key %q: required, without '&', '/', '+', '#', '|' or control characters", d.ProductKey)
@@ -113,23 +115,6 @@ func ParseRegistry(path string, data []byte) (*Registry, error) {
 		return nil, errs
 	}
 	return reg, nil
-}
-
-func nodeLine(f *ast.File, path string) (line int) {
-	defer func() {
-		if recover() != nil {
-			line = 0
-		}
-	}()
-	p, err := yaml.PathString(path)
-	if err != nil {
-		return 0
-	}
-	n, err := p.FilterFile(f)
-	if err != nil || n == nil || n.GetToken() == nil || n.GetToken().Position == nil {
-		return 0
-	}
-	return n.GetToken().Position.Line
 }
 
 func yamlError(file string, err error) *config.Error {

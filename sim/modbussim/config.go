@@ -15,6 +15,7 @@ import (
 	"github.com/goccy/go-yaml/parser"
 
 	"github.com/edged/edged/config"
+	"github.com/edged/edged/internal/yamlpos"
 )
 
 // Config is one simulated Modbus TCP endpoint: the unit ids it answers and
@@ -267,7 +268,7 @@ func ParseConfig(path string, data []byte) (Config, error) {
 	}
 	for _, e := range errs {
 		e.File = path
-		e.Line = lines.line(e.path)
+		e.Line = lines.Line(e.path)
 	}
 	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 	return Config{}, errs
@@ -291,70 +292,25 @@ func yamlError(file string, lines *lineIndex, err error) *ConfigError {
 
 // lineIndex maps YAML paths ("$.units[0].coils[1].address") to lines.
 type lineIndex struct {
-	lines map[string]int
+	*yamlpos.Lines
 	// badValue maps the text of a "value:" that is not a number or a bool
 	// to its first line (see numberError).
 	badValue map[string]int
 }
 
 func indexLines(f *ast.File) *lineIndex {
-	x := &lineIndex{lines: map[string]int{}, badValue: map[string]int{}}
-	for _, doc := range f.Docs {
-		if doc.Body == nil {
-			continue
+	x := &lineIndex{badValue: map[string]int{}}
+	x.Lines = yamlpos.Index(f, func(_, key string, v ast.Node, line int) {
+		if key != "value" {
+			return
 		}
-		ast.Walk(visitFunc(func(n ast.Node) {
-			tk := n.GetToken()
-			p := n.GetPath()
-			if mv, ok := n.(*ast.MappingValueNode); ok {
-				// a key: value pair's path is the value's; its line is the key's
-				p, tk = mv.Value.GetPath(), mv.Key.GetToken()
-				if mv.Key.String() == "value" {
-					text := strings.TrimSpace(mv.Value.String())
-					var num Number
-					if _, seen := x.badValue[text]; !seen && num.UnmarshalYAML([]byte(text)) != nil && tk != nil && tk.Position != nil {
-						x.badValue[text] = tk.Position.Line
-					}
-				}
-			}
-			if tk == nil || tk.Position == nil {
-				return
-			}
-			if _, seen := x.lines[p]; !seen {
-				x.lines[p] = tk.Position.Line
-			}
-		}), doc.Body)
-	}
+		text := strings.TrimSpace(v.String())
+		var num Number
+		if _, seen := x.badValue[text]; !seen && num.UnmarshalYAML([]byte(text)) != nil {
+			x.badValue[text] = line
+		}
+	})
 	return x
-}
-
-type visitFunc func(ast.Node)
-
-func (f visitFunc) Visit(n ast.Node) ast.Visitor {
-	if n != nil {
-		f(n)
-	}
-	return f
-}
-
-// line returns the line of a YAML path, falling back to its parents.
-func (x *lineIndex) line(path string) int {
-	for p := path; p != ""; {
-		if l, ok := x.lines[p]; ok {
-			return l
-		}
-		i := strings.LastIndexAny(p, ".[")
-		if i <= 0 {
-			break
-		}
-		p = p[:i]
-	}
-	return 0
-}
-
-func (x *lineIndex) has(path string) bool {
-	_, ok := x.lines[path]
-	return ok
 }
 
 // requireKeys reports unit ids and addresses missing from the file (in Go
@@ -365,7 +321,7 @@ func requireKeys(c *Config, x *lineIndex) ConfigErrors {
 		for _, tb := range t.list() {
 			for i, s := range *tb.signals {
 				p := fmt.Sprintf("%s.%s[%d]", base, tb.name, i)
-				if !x.has(p + ".address") {
+				if !x.Has(p + ".address") {
 					errs = append(errs, &ConfigError{path: p, Where: joinWhere(where, signalWhere(tb.name, i, &s)), Msg: "address is required"})
 				}
 			}
@@ -378,7 +334,7 @@ func requireKeys(c *Config, x *lineIndex) ConfigErrors {
 	for i := range c.Units {
 		u := &c.Units[i]
 		p := fmt.Sprintf("$.units[%d]", i)
-		if !x.has(p + ".id") {
+		if !x.Has(p + ".id") {
 			errs = append(errs, &ConfigError{path: p, Where: fmt.Sprintf("units[%d]", i), Msg: "id is required"})
 		}
 		check(p, unitWhere(u), &u.Tables)
