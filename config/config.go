@@ -87,11 +87,29 @@ type Metrics struct {
 
 // Link is one physical connection: a TCP connection to a device or gateway,
 // later a serial line.
+//
+// A link is one connection, owned by one goroutine: the devices on it take
+// turns. Several unit ids behind one Modbus TCP gateway share one link (one
+// connection); a device that must have its own connection gets its own link.
 type Link struct {
-	Name     string        `yaml:"name"`
-	Protocol string        `yaml:"protocol"` // modbus-tcp
-	Address  string        `yaml:"address"`  // host:port
-	Timeout  time.Duration `yaml:"timeout"`  // per request, default 1s
+	Name string `yaml:"name"`
+	// Protocol: modbus-tcp; modbus-rtu (a serial port); modbus-rtu-tcp (RTU
+	// frames over TCP, for serial device servers).
+	Protocol string        `yaml:"protocol"`
+	Address  string        `yaml:"address"` // host:port (modbus-tcp, modbus-rtu-tcp)
+	Timeout  time.Duration `yaml:"timeout"` // per request, default 1s
+
+	// Serial line (modbus-rtu).
+	Device   string `yaml:"device"`    // e.g. /dev/ttyUSB0
+	Baud     int    `yaml:"baud"`      // default 9600
+	DataBits int    `yaml:"data_bits"` // 7 or 8, default 8
+	Parity   string `yaml:"parity"`    // none, even, odd; default even (the Modbus standard)
+	StopBits int    `yaml:"stop_bits"` // 1 or 2, default 1
+
+	// InterRequestDelay is a pause between two requests on the link, for
+	// devices that need time between frames (beyond RTU's 3.5-character
+	// silence, which is always kept).
+	InterRequestDelay time.Duration `yaml:"inter_request_delay"`
 
 	Line int `yaml:"-"`
 }
@@ -101,8 +119,30 @@ type Profile struct {
 	Name       string  `yaml:"name"`
 	ProductKey string  `yaml:"product_key"` // cloud product of devices with this profile
 	Points     []Point `yaml:"points"`
+	// PointsCSV is a point table kept as CSV (a spreadsheet export), added
+	// after Points. Columns, by header name: name, table, address, type,
+	// order, scale, offset, unit, access, and optionally measure, register,
+	// bit, length.
+	PointsCSV string `yaml:"points_csv"`
+
+	// Request planning for devices of this kind (a device may override).
+	MaxRegisters int `yaml:"max_registers"` // registers per read request, default 125
+	MaxBits      int `yaml:"max_bits"`      // coils/discrete inputs per read request, default 2000
+	// MaxGap is how many unused registers (or bits) a read may span to
+	// merge two requests into one; default 0 (only adjacent points merge).
+	MaxGap int `yaml:"max_gap"`
+	// NoRead lists address ranges the device refuses to be read (they make
+	// it answer with an exception); no request ever covers them.
+	NoRead []AddressRange `yaml:"no_read"`
 
 	Line int `yaml:"-"`
+}
+
+// AddressRange is an inclusive range of zero-based addresses in a table.
+type AddressRange struct {
+	Table string `yaml:"table"`
+	From  int    `yaml:"from"`
+	To    int    `yaml:"to"`
 }
 
 // Point is one raw point of a profile and the measure point it becomes.
@@ -116,8 +156,23 @@ type Point struct {
 	// number on the wire, not the 4xxxx register number).
 	Table   string `yaml:"table"`
 	Address *int   `yaml:"address"`
+	// Register is the alternative, conventional notation: a one-based
+	// register number whose leading digit names the table, as field
+	// engineers and device manuals write it: 00001-09999 coils, 10001-19999
+	// discrete inputs, 30001-39999 input registers, 40001-49999 holding
+	// registers (and the six-digit forms 100001-165536, 300001-365536,
+	// 400001-465536). It replaces table and address:
+	// register 40001 is holding_register address 0.
+	Register *int `yaml:"register"`
+	// Bit reads one bit (0 = least significant) of a register as a bool.
+	Bit *int `yaml:"bit"`
+	// Length is a string's size in registers (two characters each).
+	Length int `yaml:"length"`
+	// Access: read (default), write or readwrite.
+	Access string `yaml:"access"`
 	// Type: bool, int16, uint16, int32, uint32, int64, uint64, float32,
-	// float64. Order names where the value's big-endian bytes (A = most
+	// float64, string (Length registers), bcd16 (4 digits in a register),
+	// bcd32 (8 digits in two). Order names where the value's big-endian bytes (A = most
 	// significant) stand on the wire: AB/BA for 16 bits; ABCD, DCBA, BADC,
 	// CDAB for 32; ABCDEFGH, HGFEDCBA, BADCFEHG, GHEFCDAB for 64. Default:
 	// big-endian.
@@ -128,6 +183,8 @@ type Point struct {
 	Scale  *float64 `yaml:"scale"`
 	Offset float64  `yaml:"offset"`
 	Unit   string   `yaml:"unit"`
+	// File is set for points read from a CSV table (Line is then its line).
+	File string `yaml:"-"`
 	// StaleAfter marks a value stale when its source time is older than
 	// this; default 3 poll intervals.
 	StaleAfter time.Duration `yaml:"stale_after"`
@@ -137,13 +194,22 @@ type Point struct {
 
 // Device is one field device on a link.
 type Device struct {
-	Name       string        `yaml:"name"`
-	Link       string        `yaml:"link"`
-	Profile    string        `yaml:"profile"`
-	UnitID     *int          `yaml:"unit_id"` // Modbus unit (slave) id, 0-247, or 255 for TCP
-	Poll       time.Duration `yaml:"poll"`    // default 1s
-	ProductKey string        `yaml:"product_key"`
-	DeviceKey  string        `yaml:"device_key"` // default the device name
+	Name    string        `yaml:"name"`
+	Link    string        `yaml:"link"`
+	Profile string        `yaml:"profile"`
+	UnitID  *int          `yaml:"unit_id"` // Modbus unit (slave) id, 0-247, or 255 for TCP
+	Poll    time.Duration `yaml:"poll"`    // default 1s
+	// Timeout overrides the link's per-request timeout for this device.
+	Timeout time.Duration `yaml:"timeout"`
+	// Retries is how many times a request that timed out is sent again
+	// before the poll fails; default 0.
+	Retries int `yaml:"retries"`
+	// MaxRegisters, MaxBits and MaxGap override the profile's.
+	MaxRegisters int    `yaml:"max_registers"`
+	MaxBits      int    `yaml:"max_bits"`
+	MaxGap       *int   `yaml:"max_gap"`
+	ProductKey   string `yaml:"product_key"`
+	DeviceKey    string `yaml:"device_key"` // default the device name
 
 	Line int `yaml:"-"`
 }
@@ -408,12 +474,6 @@ func (v *validator) errf(path, where, format string, args ...any) {
 	v.errs = append(v.errs, &Error{File: v.file, Line: v.idx.Line(path), Where: where, Msg: fmt.Sprintf(format, args...)})
 }
 
-// Types a point may have, with their width in 16-bit registers (0 = a bit).
-var pointTypes = map[string]int{
-	"bool": 0, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2,
-	"int64": 4, "uint64": 4, "float64": 4,
-}
-
 // Tables, with their canonical names.
 var tables = map[string]string{
 	"coil": "coil", "coils": "coil",
@@ -429,7 +489,7 @@ var orders = map[int][]string{
 	4: {"ABCDEFGH", "HGFEDCBA", "BADCFEHG", "GHEFCDAB"},
 }
 
-var protocols = []string{"modbus-tcp"}
+var protocols = []string{"modbus-tcp", "modbus-rtu", "modbus-rtu-tcp"}
 
 func (v *validator) validate(c *Config) {
 	// gateway
@@ -530,16 +590,24 @@ func (v *validator) validate(c *Config) {
 		if !contains(protocols, l.Protocol) {
 			v.errf(p+".protocol", where, "protocol %q: use one of %s", l.Protocol, strings.Join(protocols, ", "))
 		}
-		if l.Address == "" {
+		if l.Protocol == "modbus-rtu" {
+			v.serial(p, where, l)
+		} else if l.Address == "" {
 			v.errf(p, where, "address is required (host:port)")
 		} else if _, port, err := net.SplitHostPort(l.Address); err != nil {
 			v.errf(p+".address", where, "address %q: %v", l.Address, err)
 		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			v.errf(p+".address", where, "address %q: port must be 1-65535", l.Address)
 		}
+		if l.Protocol != "modbus-rtu" && (l.Device != "" || l.Baud != 0 || l.DataBits != 0 || l.Parity != "" || l.StopBits != 0) {
+			v.errf(p, where, "device, baud, data_bits, parity and stop_bits are for protocol modbus-rtu (a serial port)")
+		}
 		defDur(&l.Timeout, time.Second)
 		if l.Timeout < 0 {
 			v.errf(p+".timeout", where, "timeout must be positive")
+		}
+		if l.InterRequestDelay < 0 {
+			v.errf(p+".inter_request_delay", where, "inter_request_delay must not be negative")
 		}
 	}
 
@@ -557,6 +625,9 @@ func (v *validator) validate(c *Config) {
 		} else {
 			profiles[pr.Name] = i
 		}
+		if pr.PointsCSV != "" {
+			v.loadCSV(c, p, where, pr)
+		}
 		if len(pr.Points) == 0 {
 			v.errf(p, where, "a profile needs at least one point")
 		}
@@ -565,6 +636,30 @@ func (v *validator) validate(c *Config) {
 		for j := range pr.Points {
 			v.point(c, fmt.Sprintf("%s.points[%d]", p, j), where, &pr.Points[j], j, names, measures)
 		}
+		defInt(&pr.MaxRegisters, 125)
+		defInt(&pr.MaxBits, 2000)
+		if pr.MaxRegisters < 1 || pr.MaxRegisters > 125 {
+			v.errf(p+".max_registers", where, "max_registers %d: 1-125 (the Modbus limit)", pr.MaxRegisters)
+		}
+		if pr.MaxBits < 1 || pr.MaxBits > 2000 {
+			v.errf(p+".max_bits", where, "max_bits %d: 1-2000 (the Modbus limit)", pr.MaxBits)
+		}
+		if pr.MaxGap < 0 {
+			v.errf(p+".max_gap", where, "max_gap must not be negative")
+		}
+		for k := range pr.NoRead {
+			r := &pr.NoRead[k]
+			rp := fmt.Sprintf("%s.no_read[%d]", p, k)
+			if t, ok := tables[r.Table]; ok {
+				r.Table = t
+			} else {
+				v.errf(rp+".table", where, "no_read table %q: use coil, discrete_input, input_register or holding_register", r.Table)
+			}
+			if r.From < 0 || r.To > 65535 || r.From > r.To {
+				v.errf(rp, where, "no_read %d-%d: from and to are zero-based addresses, 0 <= from <= to <= 65535", r.From, r.To)
+			}
+		}
+		v.overlaps(p, where, pr)
 	}
 
 	// devices
@@ -603,6 +698,39 @@ func (v *validator) validate(c *Config) {
 			v.errf(p+".unit_id", where, "unit_id %d out of range: 0-247, or 255 for a TCP device", u)
 		}
 		defDur(&d.Poll, time.Second)
+		if k, ok := links[d.Link]; ok {
+			defDur(&d.Timeout, c.Links[k].Timeout)
+		}
+		if d.Timeout < 0 {
+			v.errf(p+".timeout", where, "timeout must be positive")
+		}
+		if d.Retries < 0 || d.Retries > 10 {
+			v.errf(p+".retries", where, "retries %d: 0-10", d.Retries)
+		}
+		if prof != nil {
+			defInt(&d.MaxRegisters, prof.MaxRegisters)
+			defInt(&d.MaxBits, prof.MaxBits)
+			if d.MaxGap == nil {
+				g := prof.MaxGap
+				d.MaxGap = &g
+			}
+		}
+		if d.MaxRegisters < 0 || d.MaxRegisters > 125 {
+			v.errf(p+".max_registers", where, "max_registers %d: 1-125 (the Modbus limit)", d.MaxRegisters)
+		}
+		if d.MaxBits < 0 || d.MaxBits > 2000 {
+			v.errf(p+".max_bits", where, "max_bits %d: 1-2000 (the Modbus limit)", d.MaxBits)
+		}
+		if d.MaxGap != nil && *d.MaxGap < 0 {
+			v.errf(p+".max_gap", where, "max_gap must not be negative")
+		}
+		if prof != nil {
+			for _, pt := range prof.Points {
+				if w := pt.Width(); pt.Type == "string" && w > d.MaxRegisters {
+					v.errf(p+".max_registers", where, "point %q spans %d registers, more than max_registers %d", pt.Name, w, d.MaxRegisters)
+				}
+			}
+		}
 		if d.Poll < 10*time.Millisecond {
 			v.errf(p+".poll", where, "poll %s is too short: at least 10ms", d.Poll)
 		}
@@ -639,71 +767,254 @@ func (v *validator) validate(c *Config) {
 	}
 }
 
+// overlaps refuses points that share an address (bits of one register
+// aside) and points inside a no_read range.
+func (v *validator) overlaps(p, where string, pr *Profile) {
+	type span struct {
+		first, last int
+		bit         int // -1: the whole register
+		j           int
+	}
+	byTable := map[string][]span{}
+	for j, pt := range pr.Points {
+		if pt.Address == nil || tables[pt.Table] == "" || pt.Width() < 1 {
+			continue // already reported
+		}
+		sp := span{first: *pt.Address, last: *pt.Address + pt.Width() - 1, bit: -1, j: j}
+		if pt.Bit != nil {
+			sp.bit = *pt.Bit
+		}
+		byTable[pt.Table] = append(byTable[pt.Table], sp)
+		for _, r := range pr.NoRead {
+			if r.Table == pt.Table && sp.first <= r.To && r.From <= sp.last {
+				v.pointErr(p, j, where, &pr.Points[j], "address %d-%d is inside no_read %d-%d of %s", sp.first, sp.last, r.From, r.To, r.Table)
+			}
+		}
+	}
+	for table, spans := range byTable {
+		sort.Slice(spans, func(a, b int) bool { return spans[a].first < spans[b].first })
+		for a := 0; a < len(spans); a++ {
+			for b := a + 1; b < len(spans) && spans[b].first <= spans[a].last; b++ {
+				x, y := spans[a], spans[b]
+				if x.bit >= 0 && y.bit >= 0 && x.first == y.first && x.last == y.last && x.bit != y.bit {
+					continue // two bits of one register
+				}
+				first, second := min(x.j, y.j), max(x.j, y.j)
+				v.pointErr(p, second, where, &pr.Points[second], "overlaps point %q in %s (addresses %d-%d and %d-%d)",
+					pr.Points[first].Name, table, spans[a].first, spans[a].last, spans[b].first, spans[b].last)
+			}
+		}
+	}
+}
+
+// pointErr reports a mistake about point j of a profile at its YAML or CSV line.
+func (v *validator) pointErr(p string, j int, profWhere string, pt *Point, format string, args ...any) {
+	where := fmt.Sprintf("%s point %q", profWhere, pt.Name)
+	if pt.File != "" {
+		v.errs = append(v.errs, &Error{File: pt.File, Line: pt.Line, Where: where, Msg: fmt.Sprintf(format, args...)})
+		return
+	}
+	v.errf(fmt.Sprintf("%s.points[%d]", p, j), where, format, args...)
+}
+
+// serial checks and completes a serial link.
+func (v *validator) serial(p, where string, l *Link) {
+	if l.Device == "" {
+		v.errf(p, where, "device is required for modbus-rtu (the serial port, e.g. /dev/ttyUSB0)")
+	}
+	if l.Address != "" {
+		v.errf(p+".address", where, "address is for TCP links; a modbus-rtu link has a device")
+	}
+	defInt(&l.Baud, 9600)
+	defInt(&l.DataBits, 8)
+	defInt(&l.StopBits, 1)
+	if l.Parity == "" {
+		l.Parity = "even"
+	}
+	switch l.Baud {
+	case 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400:
+	default:
+		v.errf(p+".baud", where, "baud %d: use 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200 or 230400", l.Baud)
+	}
+	if l.DataBits != 7 && l.DataBits != 8 {
+		v.errf(p+".data_bits", where, "data_bits %d: 7 or 8", l.DataBits)
+	}
+	if l.StopBits != 1 && l.StopBits != 2 {
+		v.errf(p+".stop_bits", where, "stop_bits %d: 1 or 2", l.StopBits)
+	}
+	if l.Parity != "none" && l.Parity != "even" && l.Parity != "odd" {
+		v.errf(p+".parity", where, "parity %q: none, even or odd", l.Parity)
+	}
+}
+
+// regTypes are the types a point in a register table may have, with their
+// width in registers (string: Length registers).
+var regTypes = map[string]int{
+	"int16": 1, "uint16": 1, "bcd16": 1, "int32": 2, "uint32": 2, "float32": 2, "bcd32": 2,
+	"int64": 4, "uint64": 4, "float64": 4, "string": 0, "bool": 1, // bool: with bit
+}
+
+const typeList = "bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string, bcd16, bcd32"
+
+// Width returns how many registers (or bits) the point spans once validated.
+func (p Point) Width() int {
+	switch {
+	case p.Table == "coil" || p.Table == "discrete_input" || p.Type == "bool":
+		return 1
+	case p.Type == "string":
+		return p.Length
+	}
+	return regTypes[p.Type]
+}
+
+// ParseRegister turns a conventional register number (40001, 300001, ...)
+// into a table and a zero-based address.
+func ParseRegister(n int) (table string, address int, err error) {
+	type conv struct {
+		lo, hi int
+		table  string
+	}
+	for _, c := range []conv{
+		{1, 9999, "coil"}, {10001, 19999, "discrete_input"}, {30001, 39999, "input_register"}, {40001, 49999, "holding_register"},
+		{100001, 165536, "discrete_input"}, {300001, 365536, "input_register"}, {400001, 465536, "holding_register"},
+	} {
+		if n >= c.lo && n <= c.hi {
+			return c.table, n - c.lo, nil
+		}
+	}
+	// six-digit coil numbers (000001-065536) lose their leading zeros in a
+	// YAML number and cannot be told from the others: use table and address
+	return "", 0, fmt.Errorf("register %d: not a register number (1-9999 coils, 10001-19999 discrete inputs, 30001-39999 input registers, 40001-49999 holding registers, or the six-digit 1xxxxx, 3xxxxx, 4xxxxx forms; one-based)", n)
+}
+
 func (v *validator) point(c *Config, p, profWhere string, pt *Point, j int, names, measures map[string]int) {
 	where := fmt.Sprintf("%s point %q", profWhere, pt.Name)
+	// errf for this point: a YAML path, or the point's CSV line
+	errf := func(path, format string, args ...any) {
+		if pt.File != "" {
+			v.errs = append(v.errs, &Error{File: pt.File, Line: pt.Line, Where: where, Msg: fmt.Sprintf(format, args...)})
+			return
+		}
+		v.errf(path, where, format, args...)
+	}
 	if pt.Name == "" {
 		where = fmt.Sprintf("%s point #%d", profWhere, j+1)
-		v.errf(p, where, "name is required")
+		errf(p, "name is required")
 	} else if first, dup := names[pt.Name]; dup {
-		v.errf(p+".name", where, "duplicate point name (point #%d has it)", first+1)
+		errf(p+".name", "duplicate point name (point #%d has it)", first+1)
 	} else {
 		names[pt.Name] = j
 	}
 	if m := pt.MeasureID(); m != "" {
 		if first, dup := measures[m]; dup {
-			v.errf(p, where, "measure point %q is already fed by point #%d", m, first+1)
+			errf(p, "measure point %q is already fed by point #%d", m, first+1)
 		} else {
 			measures[m] = j
 		}
 	}
-	table, ok := tables[pt.Table]
-	if !ok {
-		v.errf(p+".table", where, "table %q: use coil, discrete_input, input_register or holding_register", pt.Table)
-	} else {
+	// where: register, or table and address
+	if pt.Register != nil {
+		if pt.Table != "" || pt.Address != nil {
+			errf(p+".register", "give register (e.g. 40001) or table and address, not both")
+		}
+		t, a, err := ParseRegister(*pt.Register)
+		if err != nil {
+			errf(p+".register", "%v", err)
+		} else {
+			pt.Table, pt.Address = t, &a
+		}
+	}
+	table, tableOK := tables[pt.Table]
+	switch {
+	case pt.Register != nil && pt.Address == nil:
+	case !tableOK:
+		errf(p+".table", "table %q: use coil, discrete_input, input_register or holding_register", pt.Table)
+	default:
 		pt.Table = table
 	}
-	width, ok := pointTypes[pt.Type]
+	bits := table == "coil" || table == "discrete_input"
+	width, typeOK := regTypes[pt.Type]
 	switch {
 	case pt.Type == "":
-		v.errf(p, where, "type is required")
-	case !ok:
-		v.errf(p+".type", where, "type %q: use one of bool, int16, uint16, int32, uint32, int64, uint64, float32, float64", pt.Type)
-	case width == 0 && (table == "input_register" || table == "holding_register"):
-		v.errf(p+".type", where, "type bool reads a coil or discrete_input; a bit inside a register is not supported yet")
-	case width > 0 && (table == "coil" || table == "discrete_input"):
-		v.errf(p+".type", where, "type %s needs a register table (input_register or holding_register), not %s", pt.Type, table)
+		errf(p, "type is required")
+	case !typeOK:
+		errf(p+".type", "type %q: use one of %s", pt.Type, typeList)
+	case bits && pt.Type != "bool":
+		errf(p+".type", "type %s needs a register table (input_register or holding_register), not %s", pt.Type, table)
+	case tableOK && !bits && pt.Type == "bool" && pt.Bit == nil:
+		errf(p+".type", "a bool in a register table needs bit (0-15): which bit of the register")
 	}
-	if width > 0 {
+	if pt.Bit != nil {
+		switch {
+		case pt.Type != "bool":
+			errf(p+".bit", "bit reads one bit as a bool: give type bool")
+		case bits:
+			errf(p+".bit", "bit is for register tables; a %s is already one bit", table)
+		case *pt.Bit < 0 || *pt.Bit > 15:
+			errf(p+".bit", "bit %d: 0 (least significant) to 15", *pt.Bit)
+		}
+	}
+	if pt.Type == "string" {
+		if pt.Length < 1 || pt.Length > 123 {
+			errf(p+".length", "a string needs length: its size in registers (1-123, two characters each)")
+		}
+		width = pt.Length
+	} else if pt.Length != 0 {
+		errf(p+".length", "length is for type string")
+	}
+	// byte order
+	switch {
+	case !typeOK || bits || pt.Type == "bool":
+		if pt.Order != "" && typeOK {
+			errf(p+".order", "order makes no sense for a bool")
+		}
+	case pt.Type == "string":
+		if pt.Order == "" {
+			pt.Order = "AB"
+		} else if pt.Order != "AB" && pt.Order != "BA" {
+			errf(p+".order", "order %q: a string's characters stand AB (first character in the high byte) or BA in each register", pt.Order)
+		}
+	default:
 		if pt.Order == "" {
 			pt.Order = orders[width][0]
 		} else if !contains(orders[width], pt.Order) {
-			v.errf(p+".order", where, "order %q does not fit %s: use one of %s", pt.Order, pt.Type, strings.Join(orders[width], ", "))
+			errf(p+".order", "order %q does not fit %s: use one of %s", pt.Order, pt.Type, strings.Join(orders[width], ", "))
 		}
-	} else if pt.Order != "" && ok {
-		v.errf(p+".order", where, "order makes no sense for a bool")
+	}
+	switch pt.Access {
+	case "":
+		pt.Access = "read"
+	case "read", "write", "readwrite":
+		if pt.Access != "read" && (table == "discrete_input" || table == "input_register") {
+			errf(p+".access", "access %s: a %s cannot be written", pt.Access, table)
+		}
+	default:
+		errf(p+".access", "access %q: read, write or readwrite", pt.Access)
 	}
 	if pt.Address == nil {
-		v.errf(p, where, "address is required (zero-based protocol address 0-65535)")
-	} else {
+		if pt.Register == nil {
+			errf(p, "address is required (zero-based protocol address 0-65535), or register (e.g. 40001)")
+		}
+	} else if width >= 1 || bits {
 		a := *pt.Address
 		last := a + max(width, 1) - 1
 		if a < 0 || last > 65535 {
 			if width > 1 {
-				v.errf(p+".address", where, "address %d out of range: a %s spans %d registers, so 0-%d", a, pt.Type, width, 65536-width)
+				errf(p+".address", "address %d out of range: a %s spans %d registers, so 0-%d", a, pt.Type, width, 65536-width)
 			} else if a >= 400001 && a <= 465536 {
-				v.errf(p+".address", where, "address %d out of range: 0-65535; it looks like a 4xxxxx register number, whose zero-based address is %d", a, a-400001)
+				errf(p+".address", "address %d out of range: 0-65535; it looks like a 4xxxxx register number, whose zero-based address is %d (or write register: %d)", a, a-400001, a)
 			} else if a >= 300001 && a <= 365536 {
-				v.errf(p+".address", where, "address %d out of range: 0-65535; it looks like a 3xxxxx register number, whose zero-based address is %d", a, a-300001)
+				errf(p+".address", "address %d out of range: 0-65535; it looks like a 3xxxxx register number, whose zero-based address is %d (or write register: %d)", a, a-300001, a)
 			} else {
-				v.errf(p+".address", where, "address %d out of range: 0-65535 (zero-based protocol address)", a)
+				errf(p+".address", "address %d out of range: 0-65535 (zero-based protocol address)", a)
 			}
 		}
 	}
 	if pt.Scale != nil && *pt.Scale == 0 {
-		v.errf(p+".scale", where, "scale 0 would zero every value")
+		errf(p+".scale", "scale 0 would zero every value")
 	}
 	if pt.StaleAfter < 0 {
-		v.errf(p+".stale_after", where, "stale_after must be positive")
+		errf(p+".stale_after", "stale_after must be positive")
 	}
 	_ = c
 }
