@@ -45,6 +45,13 @@ type Config struct {
 type Gateway struct {
 	ID      string `yaml:"id"`       // unique gateway id, carried by every record
 	DataDir string `yaml:"data_dir"` // durable queue, epoch, sequence; default "data" beside the config
+	// GCPercent is the Go garbage collector's target (GOGC): lower trades
+	// CPU for memory. Default 50, which suits small gateways (the Go default
+	// is 100); the GOGC environment variable overrides it.
+	GCPercent int `yaml:"gc_percent"`
+	// MemoryLimit is a soft limit on the process's memory in bytes (Go's
+	// GOMEMLIMIT); 0 = none. The GOMEMLIMIT environment variable overrides it.
+	MemoryLimit int64 `yaml:"memory_limit"`
 }
 
 // Cloud is the MQTT uplink to the ingest service.
@@ -500,6 +507,13 @@ func (v *validator) validate(c *Config) {
 	}
 	if c.Gateway.DataDir == "" {
 		c.Gateway.DataDir = "data"
+	}
+	defInt(&c.Gateway.GCPercent, 50)
+	if c.Gateway.GCPercent < 10 {
+		v.errf("$.gateway.gc_percent", "gateway", "gc_percent %d: at least 10 (lower spends most of the CPU collecting garbage)", c.Gateway.GCPercent)
+	}
+	if c.Gateway.MemoryLimit != 0 && c.Gateway.MemoryLimit < 16<<20 {
+		v.errf("$.gateway.memory_limit", "gateway", "memory_limit %d: at least 16777216 (16 MiB), or 0 for none", c.Gateway.MemoryLimit)
 	}
 
 	// cloud

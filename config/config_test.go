@@ -115,7 +115,9 @@ func TestBrokenConfigs(t *testing.T) {
 		{"point in a no_read range", func(s string) string {
 			return strings.Replace(s, "    points:\n", "    no_read: [{table: holding_register, from: 1, to: 9}]\n    points:\n", 1)
 		}, []string{`c.yaml:18: profile "meter" point "v": address 0-1 is inside no_read 1-9 of holding_register`}},
-		{"register and address both", func(s string) string { return strings.Replace(s, "address: 0\n", "address: 0\n        register: 40001\n", 1) },
+		{"register and address both", func(s string) string {
+			return strings.Replace(s, "address: 0\n", "address: 0\n        register: 40001\n", 1)
+		},
 			[]string{`c.yaml:20: profile "meter" point "v": give register (e.g. 40001) or table and address, not both`}},
 		{"not a register number", func(s string) string {
 			return strings.Replace(strings.Replace(s, "        table: holding_register\n", "", 1), "address: 0\n", "register: 29999\n", 1)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sort"
 	"syscall"
 	"time"
@@ -80,6 +81,12 @@ type gateway struct {
 // delivers for up to drain → close the bus. What is not delivered stays on
 // disk for the next start.
 func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain time.Duration) error {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(cfg.Gateway.GCPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" && cfg.Gateway.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.Gateway.MemoryLimit)
+	}
 	dataDir := cfg.Path(cfg.Gateway.DataDir)
 	b, err := embedded.Open(dataDir, embedded.Options{MaxBytes: cfg.Bus.MaxBytes, Logger: log.With("component", "bus")})
 	if err != nil {

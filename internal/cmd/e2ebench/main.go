@@ -37,19 +37,21 @@ import (
 
 func main() {
 	bin := flag.String("bin", "bin", "directory with the edged and ingestd binaries")
-	points := flag.Int("points", 10000, "points configured (100 per device)")
+	points := flag.Int("points", 10000, "points configured")
+	ppd := flag.Int("points-per-device", 100, "points per device (float32 input registers)")
 	rate := flag.Int("rate", 50000, "configured points per second (sets the poll interval)")
 	links := flag.Int("links", 4, "Modbus TCP connections to the simulator")
 	duration := flag.Duration("duration", 20*time.Second, "measurement window")
 	warmup := flag.Duration("warmup", 5*time.Second, "time before measuring")
 	flag.Parse()
+	pointsPerDevice = *ppd
 	if err := run(*bin, *points, *rate, *links, *duration, *warmup); err != nil {
 		fmt.Fprintln(os.Stderr, "e2ebench:", err)
 		os.Exit(1)
 	}
 }
 
-const pointsPerDevice = 100
+var pointsPerDevice = 100
 
 type procs struct {
 	mu   sync.Mutex
@@ -183,6 +185,24 @@ func storedRecords(ingestHTTP string, gw string) (count uint64, ranges int, err 
 		}
 	}
 	return count, ranges, nil
+}
+
+// gauge reads one unlabelled metric from a /metrics page.
+func gauge(metricsURL, name string) (float64, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(metricsURL)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s", name)
 }
 
 // histogramQuantile reads a Prometheus histogram from a /metrics page and
@@ -339,6 +359,8 @@ links:
 	el := time.Since(t0).Seconds()
 	c1e, c1i := cpuSeconds(ed.Process.Pid), cpuSeconds(ing.Process.Pid)
 	rss := peakRSS(ed.Process.Pid)
+	heap, _ := gauge(edgedHTTP+"/metrics", "go_memstats_heap_inuse_bytes")
+	gsys, _ := gauge(edgedHTTP+"/metrics", "go_memstats_sys_bytes")
 	p50, _ := histogramQuantile(ingestHTTP+"/metrics", "ingest_record_latency_seconds", 0.50)
 	p99, _ := histogramQuantile(ingestHTTP+"/metrics", "ingest_record_latency_seconds", 0.99)
 
@@ -371,15 +393,16 @@ links:
 		loss = fmt.Sprintf("LOSS: %d assigned, %d stored in %d ranges", h.Bus.NextSeq-1, stored, ranges)
 	}
 
-	e2ePoints := float64(r1-r0) * pointsPerDevice / el
-	fmt.Printf("\nedged end-to-end benchmark (%d points on %d devices, %d links, poll %s, window %s)\n\n", points, devices, nlinks, poll, window)
+	e2ePoints := float64(r1-r0) * float64(pointsPerDevice) / el
+	fmt.Printf("\nedged end-to-end benchmark (%d points on %d devices of %d points, %d links, poll %s, window %s)\n\n", points, devices, pointsPerDevice, nlinks, poll, window)
 	fmt.Printf("| measure | value |\n|---|---|\n")
 	fmt.Printf("| configured rate | %d points/s |\n", rate)
 	fmt.Printf("| baseline: driver alone, max | %.0f points/s |\n", basePoints)
 	fmt.Printf("| sustained simulator → ingest store | %.0f points/s (%.2f× configured, %.2f× baseline) |\n", e2ePoints, e2ePoints/float64(rate), e2ePoints/basePoints)
 	fmt.Printf("| edged CPU per 100k points | %.3f CPU-s |\n", (c1e-c0e)/(e2ePoints*el)*1e5)
+	fmt.Printf("| edged CPU | %.1f %% of one core |\n", (c1e-c0e)/el*100)
 	fmt.Printf("| ingestd CPU per 100k points | %.3f CPU-s |\n", (c1i-c0i)/(e2ePoints*el)*1e5)
-	fmt.Printf("| edged peak RSS | %.1f MB |\n", rss)
+	fmt.Printf("| edged peak RSS | %.1f MB (Go heap in use %.1f MB, from the OS %.1f MB) |\n", rss, heap/1e6, gsys/1e6)
 	fmt.Printf("| latency poll → stored p50 / p99 | %.1f ms / %.1f ms |\n", p50*1000, p99*1000)
 	fmt.Printf("| records stored / assigned after drain | %d / %d |\n", stored, h.Bus.NextSeq-1)
 	fmt.Printf("| loss | %s |\n", loss)
