@@ -39,7 +39,9 @@ type Delivery interface {
 	// (the cloud) has confirmed it. Acks may be made out of order.
 	Ack() error
 	// Nack gives the message back: it and every later message of the
-	// queue are delivered again, in order.
+	// queue are delivered again, in order. A later message that was being
+	// handed over at the moment of the Nack may still arrive once before
+	// them (at-least-once: the consumer sees it again in its place).
 	Nack() error
 }
 

@@ -148,9 +148,16 @@ func nackRedelivers(t *testing.T, open Opener) {
 	if err := d2.Ack(); err == nil {
 		t.Fatal("ack after nack of the same delivery succeeded")
 	}
-	// two and everything after it come again, in order
-	for _, w := range []uint64{s2, s3} {
-		d := receive(t, ch)
+	// two and everything after it come again, in order; three may have been
+	// in the hand-over when the nack came, and may arrive once before them
+	d := receive(t, ch)
+	if d.Message().Seq == s3 {
+		d = receive(t, ch)
+	}
+	for i, w := range []uint64{s2, s3} {
+		if i > 0 {
+			d = receive(t, ch)
+		}
 		if d.Message().Seq != w {
 			t.Fatalf("after nack got seq %d, want %d", d.Message().Seq, w)
 		}

@@ -326,6 +326,11 @@ func (b *Bus) deliver(ctx context.Context, q *queue, ch chan<- bus.Delivery) {
 		}
 		d := &delivery{b: b, q: q, msg: bus.Message{Seq: e.seq, Count: e.count, Published: e.published, Body: body}}
 		select {
+		case <-rewind: // a Nack came while reading: start over from the cursor
+			continue
+		default:
+		}
+		select {
 		case ch <- d:
 			b.mu.Lock()
 			// a Nack during the hand-over moved the cursor back: keep it there
