@@ -710,6 +710,8 @@ func (v *validator) validate(c *Config) {
 			v.errf(p, where, "unit_id is required (the Modbus slave id, 1-247)")
 		} else if u := *d.UnitID; u < 0 || (u > 247 && u != 255) {
 			v.errf(p+".unit_id", where, "unit_id %d out of range: 0-247, or 255 for a TCP device", u)
+		} else if k, ok := links[d.Link]; ok && c.Links[k].Protocol != "modbus-tcp" && (u == 0 || u == 255) {
+			v.errf(p+".unit_id", where, "unit_id %d on a serial line: 1-247 (0 is broadcast, which no device answers)", u)
 		}
 		defDur(&d.Poll, time.Second)
 		if k, ok := links[d.Link]; ok {
@@ -740,7 +742,10 @@ func (v *validator) validate(c *Config) {
 		}
 		if prof != nil {
 			for _, pt := range prof.Points {
-				if w := pt.Width(); pt.Type == "string" && w > d.MaxRegisters {
+				if pt.Table == "coil" || pt.Table == "discrete_input" {
+					continue
+				}
+				if w := pt.Width(); w > d.MaxRegisters && d.MaxRegisters > 0 {
 					v.errf(p+".max_registers", where, "point %q spans %d registers, more than max_registers %d", pt.Name, w, d.MaxRegisters)
 				}
 			}
@@ -846,9 +851,9 @@ func (v *validator) serial(p, where string, l *Link) {
 		l.Parity = "even"
 	}
 	switch l.Baud {
-	case 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400:
+	case 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400:
 	default:
-		v.errf(p+".baud", where, "baud %d: use 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200 or 230400", l.Baud)
+		v.errf(p+".baud", where, "baud %d: use 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200 or 230400", l.Baud)
 	}
 	if l.DataBits != 7 && l.DataBits != 8 {
 		v.errf(p+".data_bits", where, "data_bits %d: 7 or 8", l.DataBits)

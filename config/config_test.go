@@ -130,7 +130,7 @@ func TestBrokenConfigs(t *testing.T) {
 			return strings.Replace(s, "    protocol: modbus-tcp\n    address: 127.0.0.1:5020\n", "    protocol: modbus-rtu\n    baud: 9601\n", 1)
 		}, []string{
 			`c.yaml:10: link "l1": device is required for modbus-rtu (the serial port, e.g. /dev/ttyUSB0)`,
-			`c.yaml:12: link "l1": baud 9601: use 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200 or 230400`,
+			`c.yaml:12: link "l1": baud 9601: use 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200 or 230400`,
 		}},
 		{"several mistakes at once, in line order", func(s string) string {
 			s = strings.Replace(s, "unit_id: 1", "unit_id: 300", 1)

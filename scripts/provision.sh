@@ -7,6 +7,7 @@ set -euo pipefail
 need_pkgs=()
 /usr/bin/python3 -c 'import pymodbus' 2>/dev/null || need_pkgs+=(python3-pymodbus)
 command -v mbpoll >/dev/null 2>&1 || need_pkgs+=(mbpoll)
+command -v socat >/dev/null 2>&1 || need_pkgs+=(socat)
 
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "provision: Go is not installed (expected /usr/local/go/bin/go)" >&2
@@ -27,4 +28,5 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 /usr/bin/python3 -c 'import pymodbus' 
 command -v mbpoll >/dev/null
+command -v socat >/dev/null
 echo "provision: done"

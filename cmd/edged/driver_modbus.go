@@ -10,6 +10,8 @@ import (
 
 func init() {
 	builtinDrivers = append(builtinDrivers, func(cfg *config.Config, r *drivers.Registry) {
-		r.Register(modbus.Protocol, modbus.Factory(cfg))
+		for _, p := range []string{modbus.Protocol, modbus.ProtocolRTU, modbus.ProtocolRTUOverTCP} {
+			r.Register(p, modbus.Factory(cfg))
+		}
 	})
 }
