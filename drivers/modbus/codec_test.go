@@ -141,9 +141,9 @@ func ordersFor(typ string) []string {
 	switch typ {
 	case "bool":
 		return []string{""}
-	case "int16", "uint16":
+	case "int16", "uint16", "bcd16":
 		return []string{"AB", "BA"}
-	case "int32", "uint32", "float32":
+	case "int32", "uint32", "float32", "bcd32":
 		return []string{"ABCD", "DCBA", "BADC", "CDAB"}
 	}
 	return []string{"ABCDEFGH", "HGFEDCBA", "BADCFEHG", "GHEFCDAB"}
@@ -341,7 +341,7 @@ func TestDecodeWrongLength(t *testing.T) {
 }
 
 func TestDecodeAllocs(t *testing.T) {
-	for _, typ := range []string{"bool", "int16", "uint32", "float32", "int64", "float64"} {
+	for _, typ := range []string{"bool", "int16", "uint32", "float32", "int64", "float64", "bcd16", "bcd32"} {
 		o := ordersFor(typ)
 		c, _ := NewCodec(typ, o[len(o)-1])
 		regs := make([]uint16, c.Registers())
@@ -349,14 +349,40 @@ func TestDecodeAllocs(t *testing.T) {
 			t.Errorf("%s: Decode allocates %v times", typ, n)
 		}
 	}
+	bit, _ := NewBitCodec(7)
+	if n := testing.AllocsPerRun(100, func() { _, _ = bit.Decode([]uint16{0x80}) }); n != 0 {
+		t.Errorf("bit: Decode allocates %v times", n)
+	}
+	// a string allocates its value, unless it is the one the point had
+	str, _ := NewStringCodec(4, "AB")
+	regs := []uint16{0x4142, 0x4344, 0x2000, 0}
+	if n := testing.AllocsPerRun(100, func() { _, _ = str.decode(regs, "ABCD") }); n != 0 {
+		t.Errorf("string: decode of an unchanged value allocates %v times", n)
+	}
+	bits := []uint16{0x80}
+	if n := testing.AllocsPerRun(100, func() { _ = bit.EncodeInto(bits, telemetry.Bool(false)) }); n != 0 {
+		t.Errorf("bit: EncodeInto allocates %v times", n)
+	}
 }
 
 func BenchmarkDecode(b *testing.B) {
 	for _, tc := range []struct{ typ, order string }{
 		{"uint16", "AB"}, {"int32", "CDAB"}, {"float32", "BADC"}, {"float64", "GHEFCDAB"},
+		{"bcd16", "BA"}, {"bcd32", "CDAB"}, {"bit", "7"}, {"string", "AB"},
 	} {
-		c, _ := NewCodec(tc.typ, tc.order)
-		regs := []uint16{0x4142, 0x4344, 0x4546, 0x4748}[:c.Registers()]
+		var c Codec
+		switch tc.typ {
+		case "bit":
+			c, _ = NewBitCodec(7)
+		case "string":
+			c, _ = NewStringCodec(8, tc.order) // 16 characters, a serial number
+		default:
+			c, _ = NewCodec(tc.typ, tc.order)
+		}
+		regs := []uint16{0x4142, 0x4344, 0x4546, 0x4748, 0x3132, 0x3334, 0x3536, 0x3738}[:c.Registers()]
+		if c.form == formBCD {
+			regs = []uint16{0x1234, 0x5678}[:c.Registers()]
+		}
 		b.Run(tc.typ+"_"+tc.order, func(b *testing.B) {
 			b.ReportAllocs()
 			var sink telemetry.Value
@@ -377,11 +403,13 @@ func BenchmarkEncode(b *testing.B) {
 	}
 }
 
-var fuzzTypes = []string{"bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"}
+var fuzzTypes = []string{"bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bcd16", "bcd32", "bit", "string"}
 
 // FuzzDecode feeds any type, order and registers to the codec: it never
-// panics, rejects what it cannot decode, and for every integer type (and
-// every float that is not a NaN) Encode(Decode(x)) == x.
+// panics, rejects what it cannot decode, and for every integer and BCD type
+// (and every float that is not a NaN) Encode(Decode(x)) == x; a bit written
+// back into its register leaves the register as it was; a string reads back
+// as itself once written.
 func FuzzDecode(f *testing.F) {
 	f.Add(uint8(1), "AB", []byte{0x80, 0x00})
 	f.Add(uint8(7), "CDAB", []byte{0x42, 0xf6, 0xe9, 0x79})
@@ -389,16 +417,34 @@ func FuzzDecode(f *testing.F) {
 	f.Add(uint8(6), "", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	f.Add(uint8(0), "", []byte{0, 1})
 	f.Add(uint8(3), "ABCE", []byte{1, 2, 3})
+	f.Add(uint8(9), "BA", []byte{0x12, 0x34})
+	f.Add(uint8(10), "CDAB", []byte{0x56, 0x78, 0x12, 0x3a})
+	f.Add(uint8(11), "abcdefg", []byte{0x80, 0x01})
+	f.Add(uint8(12), "BA", []byte{'e', 'M', 't', 'e', 'r', ' ', 0, 0})
 	f.Fuzz(func(t *testing.T, typ uint8, order string, raw []byte) {
 		name := fuzzTypes[int(typ)%len(fuzzTypes)]
-		c, err := NewCodec(name, order)
-		if err != nil {
-			// still exercise this type with a valid order the input picks
-			o := ordersFor(name)
-			c, err = NewCodec(name, o[len(order)%len(o)])
-			if err != nil {
-				t.Fatal(err)
+		var c Codec
+		var err error
+		switch name {
+		case "bit":
+			c, err = NewBitCodec(len(order) % 16)
+		case "string":
+			o := "AB"
+			if len(order)%2 == 1 {
+				o = "BA"
 			}
+			// the length comes from the order, so that it may or may not fit raw
+			c, err = NewStringCodec(1+len(order)%8, o)
+		default:
+			c, err = NewCodec(name, order)
+			if err != nil {
+				// still exercise this type with a valid order the input picks
+				o := ordersFor(name)
+				c, err = NewCodec(name, o[len(order)%len(o)])
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
 		}
 		regs := make([]uint16, len(raw)/2)
 		for i := range regs {
@@ -411,13 +457,38 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
+		if c.form == formBCD && err != nil {
+			if !strings.HasPrefix(err.Error(), "invalid BCD 0x") {
+				t.Fatalf("bcd error %q", err)
+			}
+			return
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
 		if v.Kind != c.Kind() {
 			t.Fatalf("Decode gave %s, codec says %s", v.Kind, c.Kind())
 		}
-		if name == "bool" || (v.Kind == telemetry.KindFloat && math.IsNaN(v.F)) {
+		switch {
+		case name == "bit":
+			back := slices.Clone(regs)
+			if err := c.EncodeInto(back, v); err != nil || !slices.Equal(back, regs) {
+				t.Fatalf("bit %d: EncodeInto(%x, %v) = %x, %v", c.bit, regs, v, back, err)
+			}
+			return
+		case name == "string":
+			if len(v.S) > 2*c.Registers() || strings.HasSuffix(v.S, " ") || strings.HasSuffix(v.S, "\x00") {
+				t.Fatalf("Decode(%x) = %q: not trimmed or too long", regs, v.S)
+			}
+			back, err := c.Encode(v)
+			if err != nil {
+				t.Fatalf("Encode(Decode(%x)) = %v", regs, err)
+			}
+			if again, _ := c.Decode(back); !again.Equal(v) {
+				t.Fatalf("string %x reads %q, written back reads %q", regs, v.S, again.S)
+			}
+			return
+		case name == "bool" || (v.Kind == telemetry.KindFloat && math.IsNaN(v.F)):
 			// any non-zero register is true; NaN payloads need not survive
 			_, err := c.Encode(v)
 			if err != nil {

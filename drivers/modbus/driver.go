@@ -1,6 +1,7 @@
 // Package modbus is edged's Modbus driver: a codec that turns a point's
 // registers into a value and back in any byte and word order, and a Modbus
-// TCP client for one link, built on github.com/goburrow/modbus.
+// client for one link, built on github.com/goburrow/modbus: Modbus TCP, and
+// Modbus RTU on a serial port or over TCP to a serial device server (rtu.go).
 package modbus
 
 import (
@@ -20,18 +21,23 @@ import (
 	"github.com/edged/edged/telemetry"
 )
 
-// Protocol is the link protocol this package serves.
-const Protocol = "modbus-tcp"
+// The link protocols this package serves.
+const (
+	Protocol           = "modbus-tcp"
+	ProtocolRTU        = "modbus-rtu"     // a serial port: link.Device, Baud, DataBits, Parity, StopBits
+	ProtocolRTUOverTCP = "modbus-rtu-tcp" // RTU frames over TCP to a serial device server at link.Address
+)
 
 // defaultTimeout applies when a link has none (config sets 1s by default).
 const defaultTimeout = time.Second
 
 var _ drivers.Driver = (*Driver)(nil)
 
-// Driver is a Modbus TCP client for one link: one TCP connection, shared by
-// every device (unit id) configured on it, one request at a time. It follows
-// the drivers.Driver contract: it is never called concurrently, starts no
-// goroutines of its own, and reads raw values (scaling is the normaliser's).
+// Driver is a Modbus client for one link: one TCP connection (or one serial
+// port), shared by every device (unit id) configured on it, one request at a
+// time. It follows the drivers.Driver contract: it is never called
+// concurrently, starts no goroutines of its own, and reads raw values
+// (scaling is the normaliser's).
 type Driver struct {
 	link    config.Link
 	log     *slog.Logger
@@ -39,9 +45,10 @@ type Driver struct {
 
 	packager *modbus.TCPClientHandler // MBAP framing, transaction ids, unit id
 	tr       transport
+	rtu      *rtuTransport // modbus-rtu, modbus-rtu-tcp: replaces packager and tr
 	client   modbus.Client
 	state    connState
-	regs     [4]uint16 // write scratch: the widest type spans 4 registers
+	regs     [maxStringRegisters]uint16 // write scratch: a string spans up to 123 registers
 }
 
 type connState uint8
@@ -55,14 +62,16 @@ const (
 )
 
 type device struct {
-	name   string
-	unit   byte
-	points []point
-	reqs   []readRequest
-	base   []int       // base[r]: where request r's values start in regs
-	regs   []uint16    // the values read, one per register or bit
-	exc    []byte      // exc[r]: exception code of request r, 0 if it was answered
-	at     []time.Time // at[r]: when request r's reply arrived
+	name    string
+	unit    byte
+	timeout time.Duration // per request; 0: the link's
+	retries int           // how often a request that timed out is sent again
+	points  []point
+	reqs    []readRequest
+	base    []int       // base[r]: where request r's values start in regs
+	regs    []uint16    // the values read, one per register or bit
+	exc     []byte      // exc[r]: exception code of request r, 0 if it was answered
+	at      []time.Time // at[r]: when request r's reply arrived
 }
 
 type point struct {
@@ -70,8 +79,21 @@ type point struct {
 	table   table
 	address int
 	codec   Codec
-	loc     location
+	access  access
+	loc     location // loc.req is -1 for a write-only point: it is not read
+	last    string   // a string point's last value, kept while it does not change
 }
+
+// access is what may be done with a point (config.Point.Access).
+type access uint8
+
+const (
+	readOnly  access = iota // "read", the default
+	writeOnly               // "write": never read
+	readWrite               // "readwrite"
+)
+
+func (a access) String() string { return [...]string{"read", "write", "readwrite"}[a] }
 
 // New builds the driver for link and the devices on it. profiles looks up a
 // device's profile by name (config.(*Config).Profile). New does no I/O: it
@@ -82,14 +104,20 @@ func New(link config.Link, devices []config.Device, profiles func(name string) (
 		log = slog.New(slog.DiscardHandler)
 	}
 	where := fmt.Sprintf("modbus: link %q", link.Name)
-	if link.Protocol != "" && link.Protocol != Protocol {
-		return nil, fmt.Errorf("%s: protocol %q is not %s", where, link.Protocol, Protocol)
+	switch link.Protocol {
+	case "", Protocol, ProtocolRTU, ProtocolRTUOverTCP:
+	default:
+		return nil, fmt.Errorf("%s: protocol %q is not %s, %s or %s", where, link.Protocol, Protocol, ProtocolRTU, ProtocolRTUOverTCP)
 	}
-	if link.Address == "" {
+	if link.Address == "" && link.Protocol != ProtocolRTU {
 		return nil, fmt.Errorf("%s: address is required (host:port)", where)
 	}
 	if link.Timeout <= 0 {
 		link.Timeout = defaultTimeout
+	}
+	rtu, err := newTransporter(link, log.With("link", link.Name))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	if profiles == nil {
 		return nil, fmt.Errorf("%s: no profile lookup", where)
@@ -100,6 +128,10 @@ func New(link config.Link, devices []config.Device, profiles func(name string) (
 		packager: modbus.NewTCPClientHandler(link.Address),
 	}
 	d.client = modbus.NewClient2(d.packager, &d.tr)
+	if rtu != nil {
+		d.rtu = rtu
+		d.client = modbus.NewClient2(rtu.packager, rtu)
+	}
 	var errs []error
 	for _, cd := range devices {
 		dev, derrs := newDevice(cd, profiles)
@@ -130,8 +162,13 @@ func Factory(cfg *config.Config) drivers.Factory {
 	}
 }
 
-// newDevice checks a device's points and plans its reads; it returns every
-// mistake, each naming the device and point.
+// newDevice checks a device's points and limits and plans its reads; it
+// returns every mistake, each naming the device and point.
+//
+// The limits are the device's (config.Device MaxRegisters, MaxBits, MaxGap,
+// which config resolves from the profile), else the profile's, else the
+// protocol's: 125 registers, 2000 bits, no gap. No request covers an address
+// of the profile's no_read ranges. Write-only points are not read.
 func newDevice(cd config.Device, profiles func(string) (*config.Profile, bool)) (device, []error) {
 	dev := device{name: cd.Name}
 	if cd.UnitID == nil {
@@ -146,7 +183,47 @@ func newDevice(cd config.Device, profiles func(string) (*config.Profile, bool)) 
 		return dev, []error{fmt.Errorf("device %q: profile %q is not defined", cd.Name, cd.Profile)}
 	}
 	var errs []error
-	spans := make([]span, len(prof.Points))
+	errf := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("device %q: "+format, append([]any{cd.Name}, args...)...))
+	}
+	if cd.Timeout < 0 {
+		errf("timeout must not be negative")
+	}
+	dev.timeout = cd.Timeout
+	if cd.Retries < 0 || cd.Retries > 10 {
+		errf("retries %d: 0-10", cd.Retries)
+	}
+	dev.retries = cd.Retries
+	lim := planLimits{maxRegisters: prof.MaxRegisters, maxBits: prof.MaxBits, maxGap: prof.MaxGap}
+	if cd.MaxRegisters != 0 {
+		lim.maxRegisters = cd.MaxRegisters
+	}
+	if cd.MaxBits != 0 {
+		lim.maxBits = cd.MaxBits
+	}
+	if cd.MaxGap != nil {
+		lim.maxGap = *cd.MaxGap
+	}
+	if lim.maxRegisters < 0 || lim.maxRegisters > 125 {
+		errf("max_registers %d: 1-125 (the Modbus limit)", lim.maxRegisters)
+	}
+	if lim.maxBits < 0 || lim.maxBits > 2000 {
+		errf("max_bits %d: 1-2000 (the Modbus limit)", lim.maxBits)
+	}
+	if lim.maxGap < 0 {
+		errf("max_gap must not be negative")
+	}
+	for _, r := range prof.NoRead {
+		t, ok := parseTable(r.Table)
+		if !ok || r.From < 0 || r.From > r.To || r.To > 65535 {
+			errf("profile %q: no_read %s %d-%d: give a table and zero-based addresses 0 <= from <= to <= 65535", prof.Name, r.Table, r.From, r.To)
+			continue
+		}
+		lim.noRead = append(lim.noRead, addressRange{table: t, from: r.From, to: r.To})
+	}
+	// plan the points that are read; spanOf[k] is the point of span k
+	spans := make([]span, 0, len(prof.Points))
+	spanOf := make([]int, 0, len(prof.Points))
 	dev.points = make([]point, len(prof.Points))
 	for i, cp := range prof.Points {
 		p, err := newPoint(cp)
@@ -155,15 +232,27 @@ func newDevice(cd config.Device, profiles func(string) (*config.Profile, bool)) 
 			continue
 		}
 		dev.points[i] = p
-		spans[i] = span{table: p.table, address: p.address, count: p.codec.Registers()}
+		if p.access == writeOnly {
+			dev.points[i].loc = location{req: -1}
+			continue
+		}
+		spans = append(spans, span{table: p.table, address: p.address, count: p.codec.Registers()})
+		spanOf = append(spanOf, i)
 	}
 	if len(errs) > 0 {
 		return dev, errs
 	}
-	var locs []location
-	dev.reqs, locs = planReads(spans)
-	for i := range dev.points {
-		dev.points[i].loc = locs[i]
+	reqs, locs, err := planReads(spans, lim)
+	if err != nil {
+		var pe *planError
+		if errors.As(err, &pe) {
+			return dev, []error{fmt.Errorf("device %q point %q: %s", cd.Name, prof.Points[spanOf[pe.Span]].Name, pe.Msg)}
+		}
+		return dev, []error{fmt.Errorf("device %q: %w", cd.Name, err)}
+	}
+	dev.reqs = reqs
+	for k, i := range spanOf {
+		dev.points[i].loc = locs[k]
 	}
 	dev.base = make([]int, len(dev.reqs))
 	total := 0
@@ -184,16 +273,32 @@ func newPoint(cp config.Point) (point, error) {
 		return p, fmt.Errorf("table %q: use coil, discrete_input, input_register or holding_register", cp.Table)
 	}
 	p.table = t
-	c, err := NewCodec(cp.Type, cp.Order)
+	c, err := PointCodec(cp)
 	if err != nil {
 		return p, err
 	}
 	p.codec = c
-	if (c.Kind() == telemetry.KindBool) != t.isBits() {
-		if t.isBits() {
-			return p, fmt.Errorf("type %s needs a register table, not %s", cp.Type, t)
-		}
-		return p, fmt.Errorf("type bool reads a coil or discrete_input, not %s", t)
+	_, isBit := c.Bit()
+	switch {
+	case t.isBits() && isBit:
+		return p, fmt.Errorf("bit is for register tables; a %s is already one bit", t)
+	case t.isBits() && c.Kind() != telemetry.KindBool:
+		return p, fmt.Errorf("type %s needs a register table, not %s", cp.Type, t)
+	case !t.isBits() && c.form == formBool:
+		return p, fmt.Errorf("type bool reads a coil or discrete_input, or one bit of a register: give bit (0-15) for a bool in %s", t)
+	}
+	switch cp.Access {
+	case "", "read":
+		p.access = readOnly
+	case "write":
+		p.access = writeOnly
+	case "readwrite":
+		p.access = readWrite
+	default:
+		return p, fmt.Errorf("access %q: read, write or readwrite", cp.Access)
+	}
+	if p.access != readOnly && (t == discreteInputs || t == inputRegisters) {
+		return p, fmt.Errorf("access %s: a %s cannot be written", p.access, t)
 	}
 	if cp.Address == nil {
 		return p, errors.New("address is required")
@@ -205,15 +310,23 @@ func newPoint(cp config.Point) (point, error) {
 	return p, nil
 }
 
-// Connect opens the TCP connection, closing any previous one. ctx bounds the
-// dial, and so does the link's timeout. A failure wraps
-// drivers.ErrNotConnected.
+// Connect opens the TCP connection (modbus-rtu: the serial port), closing any
+// previous one. ctx bounds the dial, and so does the link's timeout. A failure
+// wraps drivers.ErrNotConnected.
 func (d *Driver) Connect(ctx context.Context) error {
 	d.closeConn(closed)
 	return d.dial(ctx)
 }
 
 func (d *Driver) dial(ctx context.Context) error {
+	if d.rtu != nil {
+		if err := d.rtu.open(ctx, d.link.Timeout); err != nil {
+			d.state = closed
+			return fmt.Errorf("modbus: link %q: %w", d.link.Name, err)
+		}
+		d.state = open
+		return nil
+	}
 	dialer := net.Dialer{Timeout: d.link.Timeout}
 	conn, err := dialer.DialContext(ctx, "tcp", d.link.Address)
 	if err != nil {
@@ -231,6 +344,17 @@ func (d *Driver) Close() error {
 }
 
 func (d *Driver) closeConn(next connState) error {
+	if d.rtu != nil {
+		if next == redial && d.rtu.isOpen() {
+			// A serial line is not re-dialled after a timeout: the
+			// transporter drains it before the next request instead.
+			d.rtu.dirty = true
+			d.state = open
+			return nil
+		}
+		d.state = next
+		return d.rtu.close()
+	}
 	d.state = next
 	if d.tr.conn == nil {
 		return nil
@@ -272,15 +396,27 @@ func (d *Driver) device(dev int) (*device, error) {
 // Poll reads every point of device dev, executing its planned requests in
 // turn, and appends one sample per profile point, in profile order. A Modbus
 // exception makes the points of that request Bad, with a reason such as
-// "exception 2 (illegal data address)"; the other points stay Good. Each
-// request waits at most min(link timeout, ctx deadline) for its reply.
+// "exception 2 (illegal data address)"; the other points stay Good. A point
+// whose registers do not decode (a BCD nibble above 9) is Bad with a reason
+// such as "invalid BCD 0x12A4". A write-only point is not read: its sample
+// is Bad with the reason "write-only point".
 //
-// On a timeout Poll returns an error wrapping drivers.ErrTimeout and closes
-// the connection (the next request dials again). On any other transport
-// failure (connection closed or reset, a reply that does not belong to the
-// request) it closes the connection and returns an error wrapping
-// drivers.ErrLinkBroken; the engine must Connect again. If ctx is cancelled
-// the error wraps ctx.Err(). On any error, Poll appends nothing.
+// Each request waits at most min(device timeout, ctx deadline) for its
+// reply; the device timeout defaults to the link's. A request that gets no
+// reply in time is sent again, up to the device's retries, each time on a
+// new connection (so that the late reply to one attempt cannot be taken for
+// the answer to the next); then Poll returns an error wrapping
+// drivers.ErrTimeout. Exception 10 or 11 from a gateway (gateway path
+// unavailable, gateway target device failed to respond) is the device being
+// unreachable: an error wrapping drivers.ErrTimeout, with the exception in
+// its text, and exception 11 is retried like a timeout. The connection is
+// kept.
+//
+// On any other transport failure (connection closed or reset, a reply that
+// does not belong to the request) Poll closes the connection and returns an
+// error wrapping drivers.ErrLinkBroken; the engine must Connect again. If
+// ctx is cancelled the error wraps ctx.Err(). On any error, Poll appends
+// nothing.
 func (d *Driver) Poll(ctx context.Context, dev int, buf []telemetry.Sample) ([]telemetry.Sample, error) {
 	dv, err := d.device(dev)
 	if err != nil {
@@ -300,21 +436,32 @@ func (d *Driver) Poll(ctx context.Context, dev int, buf []telemetry.Sample) ([]t
 			return buf, err
 		}
 	}
+	var now time.Time
 	for i := range dv.points {
 		p := &dv.points[i]
 		r := p.loc.req
+		if r < 0 {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			buf = append(buf, telemetry.Sample{Point: i, Time: now, Quality: telemetry.Bad, Reason: "write-only point"})
+			continue
+		}
 		s := telemetry.Sample{Point: i, Time: dv.at[r]}
 		if code := dv.exc[r]; code != 0 {
 			s.Quality = telemetry.Bad
 			s.Reason = exceptionReason(code)
 		} else {
 			at := dv.base[r] + p.loc.offset
-			v, err := p.codec.Decode(dv.regs[at : at+p.codec.Registers()])
-			if err != nil { // cannot happen: the plan sized every slice
+			v, err := p.codec.decode(dv.regs[at:at+p.codec.Registers()], p.last)
+			if err != nil {
 				s.Quality = telemetry.Bad
 				s.Reason = err.Error()
 			} else {
 				s.Value = v
+				if v.Kind == telemetry.KindString {
+					p.last = v.S
+				}
 			}
 		}
 		buf = append(buf, s)
@@ -325,50 +472,11 @@ func (d *Driver) Poll(ctx context.Context, dev int, buf []telemetry.Sample) ([]t
 // read executes request r of dv, storing its values, or its exception code.
 func (d *Driver) read(ctx context.Context, dv *device, r int) error {
 	req := dv.reqs[r]
-	d.begin(ctx, dv)
-	addr, qty := uint16(req.address), uint16(req.count)
-	var res []byte
-	var err error
-	switch req.table {
-	case coils:
-		res, err = d.client.ReadCoils(addr, qty)
-	case discreteInputs:
-		res, err = d.client.ReadDiscreteInputs(addr, qty)
-	case inputRegisters:
-		res, err = d.client.ReadInputRegisters(addr, qty)
-	case holdingRegisters:
-		res, err = d.client.ReadHoldingRegisters(addr, qty)
-	}
+	o := op{fc: req.table.readFunction(), table: req.table, addr: req.address, count: req.count, out: dv.regs[dv.base[r] : dv.base[r]+req.count]}
+	exc, err := d.send(ctx, dv, &o)
 	dv.at[r] = time.Now()
-	dv.exc[r] = 0
-	if err != nil {
-		var me *modbus.ModbusError
-		if errors.As(err, &me) && me.FunctionCode == req.table.readFunction()|0x80 {
-			dv.exc[r] = me.ExceptionCode
-			if me.ExceptionCode == 0 { // a malformed exception reply
-				dv.exc[r] = 0xff
-			}
-			return nil
-		}
-		return d.fail(ctx, err, dv, fmt.Sprintf("read %s", describe(req)))
-	}
-	out := dv.regs[dv.base[r] : dv.base[r]+req.count]
-	if req.table.isBits() {
-		if len(res) != (req.count+7)/8 {
-			return d.fail(ctx, fmt.Errorf("reply has %d bytes of bits, want %d", len(res), (req.count+7)/8), dv, fmt.Sprintf("read %s", describe(req)))
-		}
-		for i := range out {
-			out[i] = uint16(res[i/8]>>(i%8)) & 1
-		}
-		return nil
-	}
-	if len(res) != 2*req.count {
-		return d.fail(ctx, fmt.Errorf("reply has %d bytes, want %d", len(res), 2*req.count), dv, fmt.Sprintf("read %s", describe(req)))
-	}
-	for i := range out {
-		out[i] = uint16(res[2*i])<<8 | uint16(res[2*i+1])
-	}
-	return nil
+	dv.exc[r] = exc
+	return err
 }
 
 func describe(r readRequest) string {
@@ -378,11 +486,87 @@ func describe(r readRequest) string {
 	return fmt.Sprintf("%s %d-%d", r.table, r.address, r.address+r.count-1)
 }
 
+// Exception codes that a Modbus TCP gateway answers for the serial device
+// behind it.
+const (
+	excGatewayPath   = 10 // gateway path unavailable
+	excGatewayTarget = 11 // gateway target device failed to respond
+)
+
+// send executes o on dv: it dials again if a timeout closed the connection,
+// and sends o again while it times out, up to dv.retries times. It returns
+// the exception code of an exception reply, or the error the engine acts on.
+//
+// Exceptions 10 and 11 are not returned as codes: they are errors wrapping
+// drivers.ErrTimeout. A gateway answers them for a device behind it that it
+// cannot reach or that did not answer it: the device is as unreachable as
+// one that does not answer on the gateway's own link, and every other
+// request to it would meet the same fate after the gateway's own serial
+// timeout. Reporting them as Bad points would show a device that is gone as
+// partly alive and make each poll wait out that timeout once per request;
+// as a timeout, the engine treats the device like a silent one, keeps the
+// link (the gateway is fine), and the error names the exception.
+func (d *Driver) send(ctx context.Context, dv *device, o *op) (byte, error) {
+	for attempt := 1; ; attempt++ {
+		if err := d.ensureConn(ctx, dv); err != nil {
+			return 0, err
+		}
+		d.begin(ctx, dv)
+		exc, err := o.run(d.client)
+		if err == nil {
+			switch exc {
+			case excGatewayTarget:
+				if attempt <= dv.retries && !expired(ctx) {
+					d.log.Debug("gateway says the device did not respond; sending the request again", "device", dv.name, "request", o.String(), "attempt", attempt+1)
+					continue
+				}
+				fallthrough
+			case excGatewayPath:
+				return 0, fmt.Errorf("modbus: device %q (unit %d): %s: %w: unreachable, the gateway answered %s%s", dv.name, dv.unit, o.String(), drivers.ErrTimeout, exceptionReason(exc), attempts(attempt))
+			}
+			return exc, nil
+		}
+		ferr := d.fail(ctx, err, dv, o.String())
+		if errors.Is(ferr, drivers.ErrTimeout) && attempt <= dv.retries && !expired(ctx) {
+			d.log.Debug("no reply in time; sending the request again", "device", dv.name, "request", o.String(), "attempt", attempt+1)
+			continue
+		}
+		if attempt > 1 {
+			ferr = fmt.Errorf("%w%s", ferr, attempts(attempt))
+		}
+		return 0, ferr
+	}
+}
+
+// expired reports whether ctx is done or its deadline has passed (its timer
+// may not have fired yet when a read deadline set from it already has): a
+// request is not sent again then.
+func expired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+func attempts(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d attempts)", n)
+}
+
 // begin prepares the packager and transport for one request to dv.
 func (d *Driver) begin(ctx context.Context, dv *device) {
 	d.packager.SlaveId = dv.unit
 	d.tr.ctx = ctx
 	d.tr.timeout = d.link.Timeout
+	if dv.timeout > 0 {
+		d.tr.timeout = dv.timeout
+	}
+	if d.rtu != nil {
+		d.rtu.begin(ctx, dv.unit, d.tr.timeout)
+	}
 }
 
 // fail classifies a request's transport error, closes the connection and
@@ -392,6 +576,10 @@ func (d *Driver) fail(ctx context.Context, err error, dv *device, what string) e
 	case errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.Canceled):
 		d.closeConn(redial)
 		return fmt.Errorf("modbus: device %q: %s: %w", dv.name, what, context.Canceled)
+	case errors.As(err, new(*replyError)):
+		// RTU: no valid reply in time on a line that works (rtu.go).
+		d.closeConn(redial)
+		return fmt.Errorf("modbus: device %q (unit %d): %s: %w", dv.name, dv.unit, what, err)
 	case isTimeout(err):
 		d.closeConn(redial)
 		if d.tr.ctxDead || errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -414,12 +602,114 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// op is one request the driver sends: a planned read, or a write.
+type op struct {
+	fc    byte // function code
+	table table
+	addr  int
+	count int      // reads: registers or bits
+	out   []uint16 // reads: the values, one per register or bit
+	regs  []uint16 // writes: the registers (FC5: regs[0] != 0 is on)
+	point string   // writes: the point written, for errors
+}
+
+// String names the request in errors: `read holding_register 0-9 (FC3)`,
+// `point "setpoint": write holding_register 12-13 (FC16)`.
+func (o *op) String() string {
+	if o.point == "" {
+		return fmt.Sprintf("read %s (FC%d)", describe(readRequest{o.table, o.addr, o.count}), o.fc)
+	}
+	verb := "write"
+	if o.out != nil {
+		verb = "read-modify-write: read"
+	}
+	return fmt.Sprintf("point %q: %s %s (FC%d)", o.point, verb, describe(readRequest{o.table, o.addr, max(o.count, len(o.regs), 1)}), o.fc)
+}
+
+// errMalformed is a reply that does not fit its request.
+var errMalformed = errors.New("malformed reply")
+
+// run sends o with c and decodes the reply: the values of a read into o.out,
+// or the exception code of an exception reply (255 for one without a code).
+// A reply whose function code, byte count or echo does not match the
+// request is an error; values come only from a well-formed reply.
+func (o *op) run(c modbus.Client) (exc byte, err error) {
+	a, n := uint16(o.addr), uint16(o.count)
+	var res []byte
+	switch o.fc {
+	case modbus.FuncCodeReadCoils:
+		res, err = c.ReadCoils(a, n)
+	case modbus.FuncCodeReadDiscreteInputs:
+		res, err = c.ReadDiscreteInputs(a, n)
+	case modbus.FuncCodeReadHoldingRegisters:
+		res, err = c.ReadHoldingRegisters(a, n)
+	case modbus.FuncCodeReadInputRegisters:
+		res, err = c.ReadInputRegisters(a, n)
+	case modbus.FuncCodeWriteSingleCoil:
+		v := uint16(0x0000)
+		if o.regs[0] != 0 {
+			v = 0xFF00
+		}
+		_, err = c.WriteSingleCoil(a, v)
+	case modbus.FuncCodeWriteSingleRegister:
+		_, err = c.WriteSingleRegister(a, o.regs[0])
+	case modbus.FuncCodeWriteMultipleRegisters:
+		b := make([]byte, 2*len(o.regs))
+		for i, r := range o.regs {
+			b[2*i], b[2*i+1] = byte(r>>8), byte(r)
+		}
+		_, err = c.WriteMultipleRegisters(a, uint16(len(o.regs)), b)
+	default:
+		return 0, fmt.Errorf("modbus: function code %d is not one the driver sends", o.fc)
+	}
+	if err != nil {
+		var me *modbus.ModbusError
+		if errors.As(err, &me) && me.FunctionCode == o.fc|0x80 {
+			if me.ExceptionCode == 0 { // a malformed exception reply
+				return 0xff, nil
+			}
+			return me.ExceptionCode, nil
+		}
+		return 0, err
+	}
+	if o.out == nil {
+		return 0, nil
+	}
+	switch o.fc {
+	case modbus.FuncCodeReadCoils, modbus.FuncCodeReadDiscreteInputs:
+		if len(res) != (o.count+7)/8 {
+			return 0, fmt.Errorf("%w: %d bytes of bits, want %d", errMalformed, len(res), (o.count+7)/8)
+		}
+		for i := range o.out {
+			o.out[i] = uint16(res[i/8]>>(i%8)) & 1
+		}
+	default:
+		if len(res) != 2*o.count {
+			return 0, fmt.Errorf("%w: %d bytes, want %d", errMalformed, len(res), 2*o.count)
+		}
+		for i := range o.out {
+			o.out[i] = uint16(res[2*i])<<8 | uint16(res[2*i+1])
+		}
+	}
+	return 0, nil
+}
+
 // Write encodes v with the point's codec and writes it: a coil with FC5, one
-// holding register with FC6, more with FC16. It returns once the device has
-// confirmed the write. Discrete inputs and input registers are read-only
-// (drivers.ErrUnsupported); a value the point's type cannot hold is an error
-// before any I/O; a Modbus exception wraps drivers.ErrDevice. Timeouts and
-// link failures are handled as in Poll.
+// holding register with FC6, more (a 32- or 64-bit value, a string) with
+// FC16. It returns once the device has confirmed the write.
+//
+// A bool at a bit of a holding register is written by read-modify-write: Write
+// reads the register (FC3), sets or clears the bit and writes the register
+// back (FC6). This is not atomic on the device: a change another master
+// makes to the register's other bits between the read and the write is
+// lost. A bit of an input register cannot be written.
+//
+// Points whose access is read (the default), discrete inputs and input
+// registers are refused with drivers.ErrUnsupported; a value the point's
+// type cannot hold (out of range, a string longer than its field) is an
+// error; both before any I/O. A Modbus exception wraps drivers.ErrDevice.
+// Timeouts, retries, gateway exceptions 10 and 11 and link failures are
+// handled as in Poll; the device timeout bounds each request.
 func (d *Driver) Write(ctx context.Context, dev, pt int, v telemetry.Value) error {
 	dv, err := d.device(dev)
 	if err != nil {
@@ -432,8 +722,12 @@ func (d *Driver) Write(ctx context.Context, dev, pt int, v telemetry.Value) erro
 	if p.table == discreteInputs || p.table == inputRegisters {
 		return fmt.Errorf("modbus: device %q point %q: %w: %s is read-only", dv.name, p.name, drivers.ErrUnsupported, p.table)
 	}
+	if p.access == readOnly {
+		return fmt.Errorf("modbus: device %q point %q: %w: the point is read-only (access: read); give it access readwrite or write to write it", dv.name, p.name, drivers.ErrUnsupported)
+	}
 	regs := d.regs[:p.codec.Registers()]
-	if err := p.codec.encodeTo(regs, v); err != nil {
+	// check the value before any I/O (for a bit, against any register)
+	if err := p.codec.EncodeInto(regs, v); err != nil {
 		return fmt.Errorf("modbus: device %q point %q: %w", dv.name, p.name, err)
 	}
 	if err := ctx.Err(); err != nil {
@@ -442,36 +736,37 @@ func (d *Driver) Write(ctx context.Context, dev, pt int, v telemetry.Value) erro
 	if err := d.ensureConn(ctx, dv); err != nil {
 		return err
 	}
-	d.begin(ctx, dv)
-	addr := uint16(p.address)
-	var fc string
+	o := op{table: p.table, addr: p.address, regs: regs, point: p.name}
+	_, isBit := p.codec.Bit()
 	switch {
 	case p.table == coils:
-		fc = "FC5"
-		val := uint16(0x0000)
-		if regs[0] != 0 {
-			val = 0xFF00
+		o.fc = modbus.FuncCodeWriteSingleCoil
+	case isBit:
+		rd := op{fc: modbus.FuncCodeReadHoldingRegisters, table: holdingRegisters, addr: p.address, count: 1, out: regs, point: p.name}
+		exc, err := d.send(ctx, dv, &rd)
+		if err != nil {
+			return err
 		}
-		_, err = d.client.WriteSingleCoil(addr, val)
+		if exc != 0 {
+			return fmt.Errorf("modbus: device %q (unit %d): %s: %w: %s", dv.name, dv.unit, rd.String(), drivers.ErrDevice, exceptionReason(exc))
+		}
+		if err := p.codec.EncodeInto(regs, v); err != nil { // cannot fail: checked above
+			return fmt.Errorf("modbus: device %q point %q: %w", dv.name, p.name, err)
+		}
+		o.fc = modbus.FuncCodeWriteSingleRegister
 	case len(regs) == 1:
-		fc = "FC6"
-		_, err = d.client.WriteSingleRegister(addr, regs[0])
+		o.fc = modbus.FuncCodeWriteSingleRegister
 	default:
-		fc = "FC16"
-		var b [8]byte
-		for i, r := range regs {
-			b[2*i], b[2*i+1] = byte(r>>8), byte(r)
-		}
-		_, err = d.client.WriteMultipleRegisters(addr, uint16(len(regs)), b[:2*len(regs)])
+		o.fc = modbus.FuncCodeWriteMultipleRegisters
 	}
-	if err == nil {
-		return nil
+	exc, err := d.send(ctx, dv, &o)
+	if err != nil {
+		return err
 	}
-	var me *modbus.ModbusError
-	if errors.As(err, &me) && me.FunctionCode&0x80 != 0 {
-		return fmt.Errorf("modbus: device %q point %q: write %s %d (%s): %w: %s", dv.name, p.name, p.table, p.address, fc, drivers.ErrDevice, exceptionReason(me.ExceptionCode))
+	if exc != 0 {
+		return fmt.Errorf("modbus: device %q (unit %d): %s: %w: %s", dv.name, dv.unit, o.String(), drivers.ErrDevice, exceptionReason(exc))
 	}
-	return d.fail(ctx, err, dv, fmt.Sprintf("point %q: write %s %d (%s)", p.name, p.table, p.address, fc))
+	return nil
 }
 
 // exceptionNames are the Modbus exception codes (Modbus Application Protocol

@@ -73,6 +73,25 @@ type unitSpec struct {
 	CO    [][2]any       `json:"co,omitempty"`
 	DI    [][2]any       `json:"di,omitempty"`
 	Delay float64        `json:"delay,omitempty"`
+	// DelayOnce stalls only the unit's first answer; Holes are address
+	// ranges per table that answer exception 2; Exception answers every
+	// request with that code. See pymodbus_server.py.
+	DelayOnce float64             `json:"delay_once,omitempty"`
+	Holes     map[string][][2]int `json:"holes,omitempty"`
+	Exception int                 `json:"exception,omitempty"`
+	// Fields are typed values of any table, strings with their length.
+	Fields []field `json:"fields,omitempty"`
+}
+
+// field is a typed value in table hr or ir; Length is a string's size in
+// registers.
+type field struct {
+	Table   string `json:"table"`
+	Address int    `json:"address"`
+	Type    string `json:"type"`
+	Order   string `json:"order,omitempty"`
+	Length  int    `json:"length,omitempty"`
+	Value   any    `json:"value"`
 }
 
 // typed is a value that the server encodes with Python's struct module.
@@ -441,7 +460,7 @@ func TestIntegrationLateReply(t *testing.T) {
 func TestIntegrationServerKilled(t *testing.T) {
 	integration(t)
 	s := spec{Units: map[string]unitSpec{"1": {HR: []typed{{0, "float64", "GHEFCDAB", 6.25}}}}}
-	points := []config.Point{{Name: "x", Table: "holding_register", Address: intp(0), Type: "float64", Order: "GHEFCDAB"}}
+	points := []config.Point{{Name: "x", Table: "holding_register", Address: intp(0), Type: "float64", Order: "GHEFCDAB", Access: "readwrite"}}
 	p := startPeer(t, s, 0)
 	d := rig(t, p.addr(), time.Second, points, 1)
 
@@ -494,17 +513,17 @@ func TestIntegrationWrite(t *testing.T) {
 	}
 	p := startPeer(t, spec{Units: map[string]unitSpec{"1": unit}}, 0)
 	points := []config.Point{
-		0:  {Name: "coil", Table: "coil", Address: intp(3), Type: "bool"},
-		1:  {Name: "int16", Table: "holding_register", Address: intp(10), Type: "int16", Order: "BA"},
-		2:  {Name: "float32", Table: "holding_register", Address: intp(12), Type: "float32", Order: "CDAB"},
-		3:  {Name: "uint64", Table: "holding_register", Address: intp(20), Type: "uint64", Order: "HGFEDCBA"},
+		0:  {Name: "coil", Table: "coil", Address: intp(3), Type: "bool", Access: "readwrite"},
+		1:  {Name: "int16", Table: "holding_register", Address: intp(10), Type: "int16", Order: "BA", Access: "readwrite"},
+		2:  {Name: "float32", Table: "holding_register", Address: intp(12), Type: "float32", Order: "CDAB", Access: "readwrite"},
+		3:  {Name: "uint64", Table: "holding_register", Address: intp(20), Type: "uint64", Order: "HGFEDCBA", Access: "readwrite"},
 		4:  {Name: "di", Table: "discrete_input", Address: intp(1), Type: "bool"},
 		5:  {Name: "ir", Table: "input_register", Address: intp(0), Type: "uint16"},
-		6:  {Name: "nowhere", Table: "holding_register", Address: intp(500), Type: "uint16"},
+		6:  {Name: "nowhere", Table: "holding_register", Address: intp(500), Type: "uint16", Access: "write"},
 		7:  {Name: "raw10", Table: "holding_register", Address: intp(10), Type: "uint16"},
 		8:  {Name: "raw12", Table: "holding_register", Address: intp(12), Type: "uint16"},
 		9:  {Name: "raw13", Table: "holding_register", Address: intp(13), Type: "uint16"},
-		10: {Name: "nocoil", Table: "coil", Address: intp(100), Type: "bool"},
+		10: {Name: "nocoil", Table: "coil", Address: intp(100), Type: "bool", Access: "write"},
 	}
 	d := rig(t, p.addr(), 2*time.Second, points, 1)
 	connect(t, d)

@@ -109,7 +109,10 @@ func TestPlanReads(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			reqs, locs := planReads(tc.spans)
+			reqs, locs, err := planReads(tc.spans, planLimits{})
+			if err != nil {
+				t.Fatal(err)
+			}
 			if !slices.Equal(reqs, tc.reqs) {
 				t.Errorf("requests\n got %v\nwant %v", reqs, tc.reqs)
 			}
@@ -148,7 +151,7 @@ func profileLookup(ps ...config.Profile) func(string) (*config.Profile, bool) {
 func TestNewPlansDevices(t *testing.T) {
 	prof := config.Profile{Name: "meter", Points: []config.Point{
 		{Name: "v", Table: "holding_register", Address: intp(2), Type: "float32", Order: "CDAB"},
-		{Name: "i", Table: "holding", Address: intp(0), Type: "int16"},
+		{Name: "i", Table: "holding", Address: intp(0), Type: "int16", Access: "readwrite"},
 		{Name: "e", Table: "holding_register", Address: intp(4), Type: "uint64"},
 		{Name: "t", Table: "input_register", Address: intp(0), Type: "int16"},
 		{Name: "on", Table: "coil", Address: intp(7), Type: "bool"},
@@ -172,7 +175,7 @@ func TestNewPlansDevices(t *testing.T) {
 		t.Fatal(err)
 	}
 	// a float written to a coil or a value out of range fails before I/O
-	if err := d.Write(t.Context(), 0, 1, telemetry.Int(70000)); err == nil || !strings.Contains(err.Error(), `device "m1" point "i"`) {
+	if err := d.Write(t.Context(), 0, 1, telemetry.Int(70000)); err == nil || !strings.Contains(err.Error(), `device "m1" point "i": 70000 out of range for int16`) {
 		t.Fatalf("Write out of range: %v", err)
 	}
 }
