@@ -5,6 +5,7 @@
 //	edged validate edged.yaml           check a config without touching the network
 //	edged certs dev DIR                 make a dev CA, an ingestd and a gateway certificate
 //	edged sim modbus -config sim.yaml   run a Modbus TCP device simulator
+//	edged probe modbus -addr HOST ...   find a device's register types and byte orders
 //	edged version
 package main
 
@@ -33,6 +34,9 @@ commands:
                               client certificate for the gateway in DIR (idempotent)
   sim modbus -config FILE [-listen ADDR]
                               run a Modbus TCP device simulator
+  probe modbus (-addr HOST | -rtu DEVICE) -register 40001 [-count N] [-expect X]
+                              read a device's registers as every type and byte order,
+                              or write one value; edged probe modbus -h for every flag
   version                     print the version
 `)
 }
@@ -51,6 +55,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdCerts(args[1:], stdout, stderr)
 	case "sim":
 		return cmdSim(args[1:], stderr)
+	case "probe":
+		return cmdProbe(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "edged", version)
 		return 0
