@@ -347,16 +347,7 @@ func badReading(d *device, why string) Reading {
 }
 
 // reason is the short cause put on bad samples.
-func reason(err error) string {
-	switch {
-	case errors.Is(err, drivers.ErrTimeout):
-		return "timeout"
-	case errors.Is(err, drivers.ErrLinkBroken), errors.Is(err, drivers.ErrNotConnected):
-		return "link down"
-	default:
-		return err.Error()
-	}
-}
+func reason(err error) string { return drivers.Reason(err) }
 
 func errKind(err error) string {
 	switch {

@@ -37,6 +37,33 @@ var (
 	ErrUnsupported = errors.New("unsupported")
 )
 
+// ReasonError gives a device- or link-level error the short reason the
+// engine puts on the samples it makes bad ("exception 11 (gateway target
+// device failed to respond)", "CRC error"), where the sentinel alone would
+// only say "timeout".
+type ReasonError struct {
+	Reason string
+	Err    error
+}
+
+func (e *ReasonError) Error() string { return e.Err.Error() }
+func (e *ReasonError) Unwrap() error { return e.Err }
+
+// Reason returns the short reason of err for bad samples: a ReasonError's,
+// else the sentinel's name ("timeout", "link down"), else the error text.
+func Reason(err error) string {
+	var re *ReasonError
+	switch {
+	case errors.As(err, &re):
+		return re.Reason
+	case errors.Is(err, ErrTimeout):
+		return "timeout"
+	case errors.Is(err, ErrLinkBroken), errors.Is(err, ErrNotConnected):
+		return "link down"
+	}
+	return err.Error()
+}
+
 // Driver is one link's protocol client. Devices and points are fixed at
 // construction (from config) and addressed by index, so the poll path
 // carries no strings and the driver can plan its requests once.

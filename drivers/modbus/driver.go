@@ -522,7 +522,7 @@ func (d *Driver) send(ctx context.Context, dv *device, o *op) (byte, error) {
 				}
 				fallthrough
 			case excGatewayPath:
-				return 0, fmt.Errorf("modbus: device %q (unit %d): %s: %w: unreachable, the gateway answered %s%s", dv.name, dv.unit, o.String(), drivers.ErrTimeout, exceptionReason(exc), attempts(attempt))
+				return 0, &drivers.ReasonError{Reason: exceptionReason(exc), Err: fmt.Errorf("modbus: device %q (unit %d): %s: %w: unreachable, the gateway answered %s%s", dv.name, dv.unit, o.String(), drivers.ErrTimeout, exceptionReason(exc), attempts(attempt))}
 			}
 			return exc, nil
 		}

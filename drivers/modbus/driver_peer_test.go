@@ -387,6 +387,10 @@ func TestPollExceptions(t *testing.T) {
 		if n := len(p.requests()); n != tc.attempts {
 			t.Errorf("exception %d: %d attempts, want %d", tc.code, n, tc.attempts)
 		}
+		// the engine puts the exception, not just "timeout", on the samples
+		if got, want := drivers.Reason(err), fmt.Sprintf("exception %d (%s)", tc.code, tc.name); got != want {
+			t.Errorf("drivers.Reason = %q, want %q", got, want)
+		}
 		t.Log(err)
 	}
 	p.setScript(nil)
