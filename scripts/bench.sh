@@ -8,5 +8,8 @@ go test -run '^$' -bench . -benchmem -count 1 \
 	./telemetry/ ./drivers/modbus/ ./modelsync/ ./bus/embedded/ ./cloudlink/enos/ ./ingest/... ./sim/... 2>&1 |
 	grep -E '^(Benchmark|goos|cpu|ok|FAIL)' || true
 echo
-echo "== end to end"
+echo "== end to end: 10k points at 50k points/s"
 go run ./internal/cmd/e2ebench -bin bin "$@"
+echo
+echo "== end to end: 500 Modbus TCP devices (a connection each) x 30 points at 1 s"
+go run ./internal/cmd/e2ebench -bin bin -points 15000 -points-per-device 30 -links 500 -rate 15000 "$@"
