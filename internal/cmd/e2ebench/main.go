@@ -142,8 +142,11 @@ func cpuSeconds(pid int) float64 {
 	return (ut + st) / 100 // USER_HZ
 }
 
-// peakRSS reads VmHWM (kB) from /proc.
-func peakRSS(pid int) float64 {
+// peakRSS reads VmHWM (MB) from /proc.
+func peakRSS(pid int) float64 { return procStatus(pid, "VmHWM:") }
+
+// procStatus reads a kB field of /proc/PID/status, in MB.
+func procStatus(pid int, field string) float64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return math.NaN()
@@ -151,7 +154,7 @@ func peakRSS(pid int) float64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
 			return kb / 1024
 		}
@@ -359,6 +362,7 @@ links:
 	el := time.Since(t0).Seconds()
 	c1e, c1i := cpuSeconds(ed.Process.Pid), cpuSeconds(ing.Process.Pid)
 	rss := peakRSS(ed.Process.Pid)
+	rssNow, rssFile := procStatus(ed.Process.Pid, "VmRSS:"), procStatus(ed.Process.Pid, "RssFile:")
 	heap, _ := gauge(edgedHTTP+"/metrics", "go_memstats_heap_inuse_bytes")
 	gsys, _ := gauge(edgedHTTP+"/metrics", "go_memstats_sys_bytes")
 	p50, _ := histogramQuantile(ingestHTTP+"/metrics", "ingest_record_latency_seconds", 0.50)
@@ -402,7 +406,7 @@ links:
 	fmt.Printf("| edged CPU per 100k points | %.3f CPU-s |\n", (c1e-c0e)/(e2ePoints*el)*1e5)
 	fmt.Printf("| edged CPU | %.1f %% of one core |\n", (c1e-c0e)/el*100)
 	fmt.Printf("| ingestd CPU per 100k points | %.3f CPU-s |\n", (c1i-c0i)/(e2ePoints*el)*1e5)
-	fmt.Printf("| edged peak RSS | %.1f MB (Go heap in use %.1f MB, from the OS %.1f MB) |\n", rss, heap/1e6, gsys/1e6)
+	fmt.Printf("| edged peak RSS | %.1f MB (now %.1f MB, of which %.1f MB file-backed: the binary; Go heap in use %.1f MB, Go total from the OS %.1f MB) |\n", rss, rssNow, rssFile, heap/1e6, gsys/1e6)
 	fmt.Printf("| latency poll → stored p50 / p99 | %.1f ms / %.1f ms |\n", p50*1000, p99*1000)
 	fmt.Printf("| records stored / assigned after drain | %d / %d |\n", stored, h.Bus.NextSeq-1)
 	fmt.Printf("| loss | %s |\n", loss)
