@@ -7,9 +7,11 @@ BIN := bin
 
 all: build
 
+# static binaries (no libc): the same file runs on any Linux gateway;
+# cross builds: make build GOARCH=arm64 (or GOARCH=arm GOARM=7)
 build:
-	$(GO) build -o $(BIN)/edged ./cmd/edged
-	$(GO) build -o $(BIN)/ingestd ./cmd/ingestd
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/edged ./cmd/edged
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ingestd ./cmd/ingestd
 
 ## demo: simulator → edged → ingestd on loopback with embedded defaults; Ctrl-C stops it
 demo: build
