@@ -289,7 +289,7 @@ func (l *link) deviceDown(ctx context.Context, d *device, err error) {
 		return
 	}
 	l.log.Warn("device not answering; retrying with backoff", "device", d.cfg.Name, "err", err)
-	l.emit(ctx, badReading(d, reason(err)))
+	l.emit(ctx, badReading(d, drivers.Reason(err)))
 }
 
 func (l *link) linkDown(ctx context.Context, err error) {
@@ -345,9 +345,6 @@ func badReading(d *device, why string) Reading {
 	}
 	return Reading{Device: d.global, Time: now, Samples: s}
 }
-
-// reason is the short cause put on bad samples.
-func reason(err error) string { return drivers.Reason(err) }
 
 func errKind(err error) string {
 	switch {

@@ -60,6 +60,19 @@ var wantConst = map[string]any{
 	"d":        false,
 }
 
+// waitConsts waits until the ingest holds every value of wantConst for
+// device dk of product constPK.
+func (s *stack) waitConsts(dk string, timeout time.Duration) {
+	s.t.Helper()
+	eventually(s.t, timeout, dk+": every value at the ingest, scaled and typed", func() error {
+		pts, err := s.latest("constPK", dk)
+		if err != nil {
+			return err
+		}
+		return checkConsts(pts)
+	})
+}
+
 func checkConsts(pts map[string]latestPoint) error {
 	for id, want := range wantConst {
 		p, ok := pts[id]
@@ -97,13 +110,7 @@ func TestSimulatorToIngest(t *testing.T) {
 `, simAddr, constProfile))
 	s.startEdged()
 
-	eventually(t, 20*time.Second, "every value at the ingest, scaled and typed", func() error {
-		pts, err := s.latest("constPK", "dev-1")
-		if err != nil {
-			return err
-		}
-		return checkConsts(pts)
-	})
+	s.waitConsts("dev-1", 20*time.Second)
 	// the device that does not exist (unit 9 times out) is reported bad with
 	// its reason, and did not stop dev-1
 	eventually(t, 20*time.Second, "the absent device reported bad", func() error {
@@ -164,16 +171,7 @@ func TestPymodbusToIngest(t *testing.T) {
 	spec := filepath.Join(s.dir, "pymodbus.json")
 	writeFile(t, spec, pymodbusSpec)
 	// the driver tests' pymodbus server: every value encoded by Python's struct
-	py := start(t, "pymodbus", "/usr/bin/python3", "../drivers/modbus/testdata/pymodbus_server.py", fmt.Sprint(port), spec)
-	eventually(t, 15*time.Second, "pymodbus ready", func() error {
-		if py.exited() {
-			return fmt.Errorf("pymodbus exited: %s", py.log.String())
-		}
-		if !strings.Contains(py.log.String(), "ready") {
-			return fmt.Errorf("not ready")
-		}
-		return nil
-	})
+	startReady(t, "pymodbus", "/usr/bin/python3", "../drivers/modbus/testdata/pymodbus_server.py", fmt.Sprint(port), spec)
 	s.startIngestd()
 	s.writeEdgedConfig(fmt.Sprintf(`links:
   - {name: py, protocol: modbus-tcp, address: "127.0.0.1:%d", timeout: 500ms}
@@ -181,13 +179,7 @@ func TestPymodbusToIngest(t *testing.T) {
   - {name: dev-1, link: py, profile: consts, unit_id: 1, poll: 200ms}
 `, port, constProfile))
 	s.startEdged()
-	eventually(t, 20*time.Second, "every pymodbus value at the ingest, scaled and typed", func() error {
-		pts, err := s.latest("constPK", "dev-1")
-		if err != nil {
-			return err
-		}
-		return checkConsts(pts)
-	})
+	s.waitConsts("dev-1", 20*time.Second)
 }
 
 type seqDoc struct {

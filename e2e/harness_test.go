@@ -123,6 +123,23 @@ func start(t *testing.T, name string, bin string, args ...string) *proc {
 	return p
 }
 
+// startReady starts a helper that prints "ready" once it serves, and waits
+// for that line.
+func startReady(t *testing.T, name, bin string, args ...string) *proc {
+	t.Helper()
+	p := start(t, name, bin, args...)
+	eventually(t, 15*time.Second, name+" ready", func() error {
+		if p.exited() {
+			return fmt.Errorf("%s exited: %s", name, p.log.String())
+		}
+		if !strings.Contains(p.log.String(), "ready") {
+			return fmt.Errorf("not ready")
+		}
+		return nil
+	})
+	return p
+}
+
 func lastLines(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	if len(lines) > n {

@@ -38,16 +38,7 @@ func TestRTUToIngest(t *testing.T) {
   "size": {"hr": 10, "ir": 20, "co": 8, "di": 8},
   "ir": [{"address": 0, "type": "float32", "order": "ABCD", "value": 49.98}],
   "co": [[0, false]]}, "1": {`, 1))
-	py := start(t, "pymodbus-rtu", "/usr/bin/python3", "../drivers/modbus/testdata/pymodbus_rtu_server.py", "serial", srv, "19200", spec)
-	eventually(t, 15*time.Second, "pymodbus RTU ready", func() error {
-		if py.exited() {
-			return fmt.Errorf("pymodbus exited: %s", py.log.String())
-		}
-		if !strings.Contains(py.log.String(), "ready") {
-			return fmt.Errorf("not ready")
-		}
-		return nil
-	})
+	startReady(t, "pymodbus-rtu", "/usr/bin/python3", "../drivers/modbus/testdata/pymodbus_rtu_server.py", "serial", srv, "19200", spec)
 	s.startIngestd()
 	s.writeEdgedConfig(fmt.Sprintf(`links:
   - {name: rs485, protocol: modbus-rtu, device: %q, baud: 19200, parity: none, timeout: 300ms}
@@ -62,13 +53,7 @@ devices:
   - {name: rtu-absent, link: rs485, profile: small, unit_id: 9, poll: 300ms}
 `, cli, constProfile))
 	s.startEdged()
-	eventually(t, 30*time.Second, "unit 1's values at the ingest over RTU", func() error {
-		pts, err := s.latest("constPK", "rtu-1")
-		if err != nil {
-			return err
-		}
-		return checkConsts(pts)
-	})
+	s.waitConsts("rtu-1", 30*time.Second)
 	eventually(t, 30*time.Second, "unit 2 and the absent unit", func() error {
 		pts, err := s.latest("constPK", "rtu-2")
 		if err != nil {
