@@ -73,4 +73,22 @@ type Bus interface {
 }
 
 // Queue names.
-const Telemetry = "telemetry"
+const (
+	Telemetry = "telemetry"
+	// DeadLetter receives messages that cannot be decoded or are not ours.
+	DeadLetter = "deadletter"
+)
+
+// LinkState is the state of a bus's connection to its broker.
+type LinkState struct {
+	Broker string    `json:"broker"`
+	Up     bool      `json:"up"`
+	Since  time.Time `json:"since,omitzero"` // when Up last changed
+	Error  string    `json:"error,omitempty"`
+}
+
+// Linked is implemented by a bus that depends on an external broker (the
+// embedded bus does not): edged reports it in /healthz and metrics.
+type Linked interface {
+	LinkState() LinkState
+}

@@ -27,7 +27,7 @@ import (
 )
 
 // DeadLetter is the queue that receives bus messages that cannot be decoded.
-const DeadLetter = "deadletter"
+const DeadLetter = bus.DeadLetter
 
 // Options configure the uplink.
 type Options struct {
