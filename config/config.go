@@ -76,15 +76,42 @@ type Cloud struct {
 
 // Bus selects the message engine.
 type Bus struct {
-	Kind string `yaml:"kind"` // "embedded" (default)
-	// MaxBytes bounds the on-disk queue; when it is full the poll loop is
-	// told (records are refused, counted and reported, not dropped silently).
-	MaxBytes int64 `yaml:"max_bytes"` // default 1 GiB
+	Kind string `yaml:"kind"` // "embedded" (default) or "activemq"
+	// MaxBytes bounds the queue (with activemq: the local outbox and the
+	// broker backlog together); when it is full the poll loop is told
+	// (records are refused, counted and reported, not dropped silently).
+	MaxBytes int64    `yaml:"max_bytes"` // default 1 GiB
+	ActiveMQ ActiveMQ `yaml:"activemq"`
+}
+
+// ActiveMQ is the production message engine's broker (kind: activemq).
+type ActiveMQ struct {
+	Address    string        `yaml:"address"`     // STOMP host:port, e.g. 127.0.0.1:61613
+	CAFile     string        `yaml:"ca"`          // with cert and key: stomp+ssl with a client certificate
+	CertFile   string        `yaml:"cert"`        //
+	KeyFile    string        `yaml:"key"`         //
+	ServerName string        `yaml:"server_name"` // TLS server name, default the address's host
+	Login      string        `yaml:"login"`
+	Passcode   string        `yaml:"passcode"`
+	Prefix     string        `yaml:"prefix"`     // destination prefix, default "edged."
+	Prefetch   int           `yaml:"prefetch"`   // unacked messages the broker pushes, default 16
+	HeartBeat  time.Duration `yaml:"heartbeat"`  // STOMP heart-beat both ways, default 5s
+	LiveTopic  string        `yaml:"live_topic"` // JSON copy of every batch for local subscribers; default "telemetry.live", "off" disables
 }
 
 // Cache selects the snapshot cache.
 type Cache struct {
-	Kind string `yaml:"kind"` // "memory" (default)
+	Kind  string `yaml:"kind"` // "memory" (default) or "redis"
+	Redis Redis  `yaml:"redis"`
+}
+
+// Redis is the production snapshot cache (kind: redis).
+type Redis struct {
+	Address  string        `yaml:"address"` // host:port, e.g. 127.0.0.1:6379
+	Password string        `yaml:"password"`
+	DB       int           `yaml:"db"`
+	Prefix   string        `yaml:"prefix"` // key prefix, default "edged:snapshot:"
+	TTL      time.Duration `yaml:"ttl"`    // expire a device's hash when it stops reporting; 0 = never
 }
 
 // Metrics is the HTTP listener for /metrics and /healthz.
@@ -563,8 +590,27 @@ func (v *validator) validate(c *Config) {
 	case "":
 		c.Bus.Kind = "embedded"
 	case "embedded":
+	case "activemq":
+		a := &c.Bus.ActiveMQ
+		if a.Address == "" {
+			v.errf("$.bus", "bus", "kind activemq needs activemq.address (the broker's STOMP host:port, e.g. 127.0.0.1:61613)")
+		} else if _, _, err := net.SplitHostPort(a.Address); err != nil {
+			v.errf("$.bus.activemq.address", "bus", "activemq.address %q: %v", a.Address, err)
+		}
+		if (a.CAFile != "" || a.CertFile != "" || a.KeyFile != "") && (a.CAFile == "" || a.CertFile == "" || a.KeyFile == "") {
+			v.errf("$.bus.activemq", "bus", "activemq: stomp+ssl needs all of ca, cert and key")
+		}
+		defInt(&a.Prefetch, 16)
+		v.positive("$.bus.activemq.prefetch", "bus", "activemq.prefetch", a.Prefetch)
+		defDur(&a.HeartBeat, 5*time.Second)
+		if a.Prefix == "" {
+			a.Prefix = "edged."
+		}
+		if a.LiveTopic == "" {
+			a.LiveTopic = "telemetry.live"
+		}
 	default:
-		v.errf("$.bus.kind", "bus", "kind %q: this build has \"embedded\"", c.Bus.Kind)
+		v.errf("$.bus.kind", "bus", "kind %q: use \"embedded\" or \"activemq\"", c.Bus.Kind)
 	}
 	if c.Bus.MaxBytes == 0 {
 		c.Bus.MaxBytes = 1 << 30
@@ -576,8 +622,18 @@ func (v *validator) validate(c *Config) {
 	case "":
 		c.Cache.Kind = "memory"
 	case "memory":
+	case "redis":
+		r := &c.Cache.Redis
+		if r.Address == "" {
+			v.errf("$.cache", "cache", "kind redis needs redis.address (host:port, e.g. 127.0.0.1:6379)")
+		} else if _, _, err := net.SplitHostPort(r.Address); err != nil {
+			v.errf("$.cache.redis.address", "cache", "redis.address %q: %v", r.Address, err)
+		}
+		if r.TTL < 0 {
+			v.errf("$.cache.redis.ttl", "cache", "redis.ttl %s: give a positive duration, or 0 for none", r.TTL)
+		}
 	default:
-		v.errf("$.cache.kind", "cache", "kind %q: this build has \"memory\"", c.Cache.Kind)
+		v.errf("$.cache.kind", "cache", "kind %q: use \"memory\" or \"redis\"", c.Cache.Kind)
 	}
 	if c.Metrics.Listen == "" {
 		c.Metrics.Listen = "127.0.0.1:9100"

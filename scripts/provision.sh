@@ -8,6 +8,14 @@ need_pkgs=()
 /usr/bin/python3 -c 'import pymodbus' 2>/dev/null || need_pkgs+=(python3-pymodbus)
 command -v mbpoll >/dev/null 2>&1 || need_pkgs+=(mbpoll)
 command -v socat >/dev/null 2>&1 || need_pkgs+=(socat)
+# the production backbone: ActiveMQ (started per test by scripts/activemq.sh)
+# and Redis (started per test by internal/testsvc)
+[ -f /usr/share/activemq/bin/activemq.jar ] || need_pkgs+=(activemq)
+command -v java >/dev/null 2>&1 || need_pkgs+=(default-jre-headless)
+command -v keytool >/dev/null 2>&1 || need_pkgs+=(default-jre-headless)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+command -v redis-benchmark >/dev/null 2>&1 || need_pkgs+=(redis-tools)
 
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "provision: Go is not installed (expected /usr/local/go/bin/go)" >&2
@@ -25,8 +33,10 @@ fi
 echo "provision: installing ${need_pkgs[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+apt-get install -y -qq --no-install-recommends $(printf "%s\n" "${need_pkgs[@]}" | sort -u) >/dev/null
 /usr/bin/python3 -c 'import pymodbus' 
 command -v mbpoll >/dev/null
 command -v socat >/dev/null
+[ -f /usr/share/activemq/bin/activemq.jar ]
+command -v redis-server >/dev/null
 echo "provision: done"

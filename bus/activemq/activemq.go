@@ -90,6 +90,7 @@ type Bus struct {
 	consumers  map[string]bool
 	idx        map[string]*index
 	link       bus.LinkState
+	downLogged bool // the current outage has been logged
 	sendConn   *stomp.Conn
 	closed     bool
 }
@@ -212,7 +213,8 @@ func (b *Bus) LinkState() bus.LinkState {
 
 func (b *Bus) setLink(up bool, err error) {
 	b.mu.Lock()
-	changed := b.link.Up != up
+	changed := b.link.Up != up || (!up && !b.downLogged)
+	b.downLogged = !up
 	if changed {
 		b.link.Since = time.Now()
 	}

@@ -1,10 +1,10 @@
 package activemq_test
 
 import (
-	"log/slog"
-	"os"
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"

@@ -16,8 +16,8 @@ import (
 // broker at start, less those acked. Callers hold Bus.mu.
 type index struct {
 	entries    map[uint64]indexEntry
-	records    uint64 // of the settled entries
-	bytes      int64  // of the settled entries
+	records    uint64              // of the settled entries
+	bytes      int64               // of the settled entries
 	recovering bool                // the start-up browse has not finished
 	tomb       map[uint64]struct{} // acked while recovering
 }

@@ -480,9 +480,7 @@ func (c *Cache) flush(ctx context.Context) (more bool, err error) {
 	if wasDown {
 		// probe before encoding everything for nothing
 		if err := c.client.Ping(ctx).Err(); err != nil {
-			c.m.writeErrors.Inc()
-			c.setDown(err)
-			return false, fmt.Errorf("cache/redis: flush: %w", err)
+			return false, c.failed(nil, err)
 		}
 	}
 
@@ -550,6 +548,11 @@ func (c *Cache) flush(ctx context.Context) (more bool, err error) {
 		pipe := c.client.Pipeline()
 		_ = pipe.BatchProcess(ctx, cmds[sent:sent+n]...)
 		_, err = pipe.Exec(ctx)
+		if err != nil && !isReply(err) {
+			// the connection failed (go-redis does not always set the
+			// commands' errors then): Redis is not usable
+			return false, c.failed(batches, err)
+		}
 		if err != nil {
 			var replyErr error
 			for i, cmd := range cmds[sent : sent+n] {
@@ -558,12 +561,9 @@ func (c *Cache) flush(ctx context.Context) (more bool, err error) {
 					continue
 				}
 				if !isReply(cerr) || owner[sent+i] < 0 {
-					// the connection failed, or the marker could not be
-					// checked (LOADING, NOAUTH…): Redis is not usable
-					c.m.writeErrors.Inc()
-					c.putBack(batches, nil)
-					c.setDown(cerr)
-					return false, fmt.Errorf("cache/redis: flush: %w", cerr)
+					// the marker could not be checked or set (LOADING,
+					// NOAUTH, OOM…): Redis is not usable
+					return false, c.failed(batches, cerr)
 				}
 				if failed == nil {
 					failed = map[int]bool{}
@@ -653,15 +653,19 @@ func (c *Cache) putBack(batches []batch, failed map[int]bool) {
 	c.m.dirty.Set(float64(c.ndirty))
 }
 
-// setDown records a failed flush: Get answers from memory until a flush
-// succeeds, and that flush rewrites everything (Redis may have restarted).
-func (c *Cache) setDown(err error) {
+// failed records a failed flush: the points of batches are dirty again, Get
+// answers from memory until a flush succeeds, and that flush rewrites
+// everything (Redis may have restarted).
+func (c *Cache) failed(batches []batch, err error) error {
+	c.m.writeErrors.Inc()
+	c.putBack(batches, nil)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.resync = true
 	c.down = fmt.Errorf("%w: %w", errUnavailable, err)
 	close(c.notify)
 	c.notify = make(chan struct{})
+	return fmt.Errorf("cache/redis: flush: %w", err)
 }
 
 // logReplyError logs an error reply, at most once per replyErrLogGap (the

@@ -22,9 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edged/edged/bus"
-	"github.com/edged/edged/bus/embedded"
 	"github.com/edged/edged/cache"
-	"github.com/edged/edged/cache/memory"
 	"github.com/edged/edged/certs"
 	"github.com/edged/edged/cloudlink"
 	"github.com/edged/edged/config"
@@ -88,24 +86,29 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 		debug.SetMemoryLimit(cfg.Gateway.MemoryLimit)
 	}
 	dataDir := cfg.Path(cfg.Gateway.DataDir)
-	b, err := embedded.Open(dataDir, embedded.Options{MaxBytes: cfg.Bus.MaxBytes, Logger: log.With("component", "bus")})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	b, err := openBus(cfg, dataDir, log, reg)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
+	snap, closeCache, err := openCache(cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	defer closeCache()
 	leaderCtx, epoch, err := ha.Local{Dir: dataDir}.Lead(ctx)
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	tlsCfg, _, err := certs.ClientConfig(cfg.Path(cfg.Cloud.CAFile), cfg.Path(cfg.Cloud.CertFile), cfg.Path(cfg.Cloud.KeyFile), cfg.Cloud.ServerName)
 	if err != nil {
 		return fmt.Errorf("cloud TLS: %w", err)
 	}
 
-	g := &gateway{cfg: cfg, log: log, epoch: epoch, bus: b, cache: memory.New(), norm: modelsync.NewNormaliser(cfg)}
+	g := &gateway{cfg: cfg, log: log, epoch: epoch, bus: b, cache: snap, norm: modelsync.NewNormaliser(cfg)}
 	readings := make(chan connectivity.Reading, 256)
 	g.engine, err = connectivity.New(cfg, registry(cfg), readings, log.With("component", "connectivity"), reg)
 	if err != nil {
@@ -130,7 +133,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 	if err != nil {
 		return err
 	}
-	log.Info("edged started", "version", version, "gateway", cfg.Gateway.ID, "epoch", epoch,
+	log.Info("edged started", "version", version, "gateway", cfg.Gateway.ID, "epoch", epoch, "bus", cfg.Bus.Kind, "cache", cfg.Cache.Kind,
 		"links", len(cfg.Links), "devices", len(cfg.Devices), "data_dir", dataDir, "http", cfg.Metrics.Listen)
 
 	pollCtx, stopPolling := context.WithCancel(leaderCtx)
@@ -217,6 +220,7 @@ type health struct {
 	Epoch   uint64                `json:"epoch"`
 	Links   []connectivity.Health `json:"links"`
 	Bus     busHealth             `json:"bus"`
+	Broker  *bus.LinkState        `json:"broker,omitempty"` // the ActiveMQ link, with bus kind activemq
 	Uplink  cloudlink.Health      `json:"uplink"`
 }
 
@@ -238,6 +242,13 @@ func (g *gateway) health() (health, int) {
 		}
 		if st.Bytes > st.MaxBytes*9/10 {
 			h.Status = "failing"
+		}
+	}
+	if l, ok := g.bus.(bus.Linked); ok {
+		ls := l.LinkState()
+		h.Broker = &ls
+		if !ls.Up && h.Status == "ok" {
+			h.Status = "degraded" // records spill to the local outbox meanwhile
 		}
 	}
 	if h.Status == "ok" {

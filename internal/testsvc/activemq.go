@@ -30,6 +30,15 @@ type BrokerTLS struct {
 // port (and stomp+ssl when tls is given), and stops it when the test ends.
 func StartActiveMQ(t testing.TB, tls *BrokerTLS) *ActiveMQ {
 	t.Helper()
+	a := NewActiveMQ(t, tls)
+	a.Start()
+	return a
+}
+
+// NewActiveMQ prepares a broker like StartActiveMQ but does not start it:
+// for tests of a broker that is down when its clients start.
+func NewActiveMQ(t testing.TB, tls *BrokerTLS) *ActiveMQ {
+	t.Helper()
 	LookPath(t, "java", "default-jre-headless")
 	if _, err := os.Stat("/usr/share/activemq/bin/activemq.jar"); err != nil {
 		t.Fatalf("%s=1 but ActiveMQ is not installed (apt-get install -y activemq, or run make test, which provisions it): %v", Env, err)
@@ -39,7 +48,6 @@ func StartActiveMQ(t testing.TB, tls *BrokerTLS) *ActiveMQ {
 		a.sslPort = FreePort(t)
 		a.tlsArgs = []string{strconv.Itoa(a.sslPort), tls.CA, tls.Cert, tls.Key}
 	}
-	a.Start()
 	t.Cleanup(a.Stop)
 	return a
 }
