@@ -2,9 +2,11 @@ package activemq_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/edged/edged/bus"
 	"github.com/edged/edged/bus/activemq"
 	"github.com/edged/edged/bus/bustest"
+	"github.com/edged/edged/certs"
 	"github.com/edged/edged/internal/testsvc"
 )
 
@@ -207,5 +210,69 @@ func TestForeignMessageIsDeadLettered(t *testing.T) {
 		d.Ack()
 	case <-ctx.Done():
 		t.Fatal("the foreign message is not on the dead-letter queue")
+	}
+}
+
+// TestTLSClientCertificate: stomp+ssl with needClientAuth=true. With the
+// gateway's certificate the bus works; without one, or with one from a
+// foreign CA, the broker refuses it and LinkState says why.
+func TestTLSClientCertificate(t *testing.T) {
+	testsvc.Integration(t)
+	dir := t.TempDir()
+	pki, err := certs.MakeDev(filepath.Join(dir, "pki"), certs.DevOptions{GatewayCN: "gw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := certs.MakeDev(filepath.Join(dir, "foreign"), certs.DevOptions{GatewayCN: "intruder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	amq := testsvc.StartActiveMQ(t, &testsvc.BrokerTLS{CA: pki.CACert, Cert: pki.ServerCert, Key: pki.ServerKey})
+
+	good, _, err := certs.ClientConfig(pki.CACert, pki.ClientCert, pki.ClientKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := opener(t, amq.TLSAddr(), func(o *activemq.Options) { o.TLS = good })(t, 1<<20)
+	ctx := ctxT(t, 30*time.Second)
+	seq, err := b.Publish(ctx, bus.Telemetry, 1, []byte("over tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, _ := b.Consume(ctx, bus.Telemetry)
+	select {
+	case d := <-ch:
+		if d.Message().Seq != seq {
+			t.Fatalf("got seq %d, want %d", d.Message().Seq, seq)
+		}
+		d.Ack()
+	case <-ctx.Done():
+		t.Fatalf("nothing delivered over stomp+ssl: %+v", b.(bus.Linked).LinkState())
+	}
+
+	noCert, _, _ := certs.ClientConfig(pki.CACert, "", "", "")
+	wrongCA, _, _ := certs.ClientConfig(pki.CACert, foreign.ClientCert, foreign.ClientKey, "")
+	for name, cfg := range map[string]*tls.Config{"no client certificate": noCert, "certificate of a foreign CA": wrongCA} {
+		t.Run(name, func(t *testing.T) {
+			b := opener(t, amq.TLSAddr(), func(o *activemq.Options) { o.TLS = cfg })(t, 1<<20)
+			if _, err := b.Publish(ctx, bus.Telemetry, 1, []byte("x")); err != nil {
+				t.Fatal(err) // the outbox takes it
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				ls := b.(bus.Linked).LinkState()
+				if !ls.Up && ls.Error != "" && ls.Error != "not connected yet" {
+					t.Logf("refused as expected: %s", ls.Error)
+					break
+				}
+				if ls.Up || time.Now().After(deadline) {
+					t.Fatalf("link state = %+v, want refused", ls)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if st, _ := b.Stats(bus.Telemetry); st.Depth != 1 {
+				t.Fatalf("the refused message is not kept in the outbox: %+v", st)
+			}
+		})
 	}
 }

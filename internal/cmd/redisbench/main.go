@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"syscall"
@@ -42,13 +43,27 @@ func main() {
 	rounds := flag.Int("rounds", 400, "Put rounds per run (every point gets a new value each round)")
 	runs := flag.Int("runs", 3, "runs of each side (the median is reported)")
 	prefix := flag.String("prefix", "edged:bench:", "key prefix of the cache")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process to the file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "redisbench:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "redisbench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, *addr, *requests, *keyspace, *clients, *depth, *devices, *points, *rounds, *runs, *prefix); err != nil {
 		fmt.Fprintln(os.Stderr, "redisbench:", err)
 		stop()
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
