@@ -167,7 +167,7 @@ func (b *Bus) Publish(ctx context.Context, queue string, count uint32, body []by
 		return 0, bus.ErrClosed
 	}
 	ix := b.index(queue)
-	brokerBytes := ix.bytes
+	brokerBytes := ix.bytes - ix.ackedPendingBytes
 	b.mu.Unlock()
 	if st, err := b.outbox.Stats(queue); err == nil && st.Bytes+brokerBytes+int64(len(body)) > b.o.MaxBytes {
 		return 0, fmt.Errorf("%w: %d bytes queued (outbox %d, broker %d), limit %d", bus.ErrFull, st.Bytes+brokerBytes, st.Bytes, brokerBytes, b.o.MaxBytes)
@@ -195,14 +195,18 @@ func (b *Bus) Stats(queue string) (bus.Stats, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	ix := b.index(queue)
-	st.Depth += ix.depth()
-	st.Records += ix.records
-	st.Bytes += ix.bytes
+	st.Depth += ix.depth() - ix.ackedPending
+	st.Records += ix.records - ix.ackedPendingRecords
+	st.Bytes += ix.bytes - ix.ackedPendingBytes
 	if o := ix.oldest(); !o.IsZero() && (st.Oldest.IsZero() || o.Before(st.Oldest)) {
 		st.Oldest = o
 	}
 	return st, nil
 }
+
+// OutboxStats reports what is in the local outbox only: published, not yet
+// on the broker (the spill while the broker is down or slow).
+func (b *Bus) OutboxStats(queue string) (bus.Stats, error) { return b.outbox.Stats(queue) }
 
 // LinkState implements bus.Linked.
 func (b *Bus) LinkState() bus.LinkState {

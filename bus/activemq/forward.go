@@ -93,9 +93,19 @@ func (b *Bus) forward(queue string) {
 }
 
 // pump forwards until an error; it returns nil only when the bus closes.
+//
+// Transactions are pipelined: up to txWindow are on the wire at once. Each
+// is SENDs + COMMIT, followed by a receipt-bearing marker (ABORT of an empty
+// transaction). The broker handles a connection's frames in order, so the
+// marker's receipt means the COMMIT before it succeeded; a failed COMMIT is
+// an ERROR frame, which closes the connection and fails every receipt still
+// awaited. Only confirmed batches are acked in the outbox; after a failure
+// the outbox gives back everything unconfirmed, in order, for the next
+// connection (a batch committed just before the failure is sent again with
+// the same sequence numbers; the ingest de-duplicates).
 func (b *Bus) pump(queue string, conn *stomp.Conn, retry *backoff.Backoff) error {
-	ctx, cancel := context.WithCancel(b.ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(b.ctx)
+	defer cancel(nil)
 	var ch <-chan bus.Delivery
 	var err error
 	for i := 0; ; i++ { // the previous pump's consumer may take a moment to let go
@@ -107,23 +117,30 @@ func (b *Bus) pump(queue string, conn *stomp.Conn, retry *backoff.Backoff) error
 	if err != nil {
 		return fmt.Errorf("activemq: outbox: %w", err)
 	}
+	window := make(chan *inflight, txWindow)
+	confirmerDone := make(chan struct{})
+	go func() {
+		defer close(confirmerDone)
+		b.confirm(ctx, cancel, queue, conn, window, retry)
+	}()
 	defer func() {
-		cancel()
+		cancel(nil)
+		close(window)
+		<-confirmerDone
 		for range ch { // what was handed over is given back by the outbox
 		}
 	}()
 	dest := b.dest(queue)
-	batch := make([]bus.Delivery, 0, b.o.TxMessages)
 	for {
-		batch = batch[:0]
+		var batch []bus.Delivery
 		select {
 		case d, ok := <-ch:
 			if !ok {
-				return nil
+				return context.Cause(ctx)
 			}
-			batch = append(batch, d)
+			batch = append(make([]bus.Delivery, 0, b.o.TxMessages), d)
 		case <-ctx.Done():
-			return nil
+			return context.Cause(ctx)
 		}
 		size := len(batch[0].Message().Body)
 	more:
@@ -139,9 +156,9 @@ func (b *Bus) pump(queue string, conn *stomp.Conn, retry *backoff.Backoff) error
 				break more
 			}
 		}
-		// index before sending (the consumer may ack a message before the
-		// commit's receipt is back), ack the outbox after: Stats may count
-		// a message twice for a moment, never zero times
+		// index before sending (the consumer may ack a message before its
+		// receipt is back), settle after the outbox ack: Stats may count a
+		// message twice for a moment, never zero times
 		b.mu.Lock()
 		ix := b.index(queue)
 		for _, d := range batch {
@@ -149,34 +166,103 @@ func (b *Bus) pump(queue string, conn *stomp.Conn, retry *backoff.Backoff) error
 			ix.add(m.Seq, m.Count, int64(len(m.Body)), m.Published, true)
 		}
 		b.mu.Unlock()
+		f := &inflight{batch: batch, size: size, done: make(chan error, 1)}
 		if err := b.send(conn, dest, batch); err != nil {
-			b.mu.Lock()
-			for _, d := range batch { // the outbox has them again
-				ix.forget(d.Message().Seq)
-			}
-			b.mu.Unlock()
+			b.forgetPending(queue, batch)
 			return err
 		}
-		retry.Reset()
-		for _, d := range batch {
-			if err := d.Ack(); err != nil {
-				return fmt.Errorf("activemq: outbox ack: %w", err)
+		marker, err := conn.BeginWithError()
+		if err != nil {
+			b.forgetPending(queue, batch)
+			return fmt.Errorf("activemq: begin: %w", err)
+		}
+		go func() { f.done <- marker.AbortWithReceipt() }()
+		select {
+		case window <- f:
+		case <-ctx.Done():
+			b.forgetPending(queue, batch)
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// txWindow is how many forwarding transactions may await their receipt.
+const txWindow = 4
+
+type inflight struct {
+	batch []bus.Delivery
+	size  int
+	done  chan error // the marker's receipt
+}
+
+// confirm waits for each transaction's receipt in order and then acks its
+// batch in the outbox. On a failure it cancels the pump.
+func (b *Bus) confirm(ctx context.Context, cancel context.CancelCauseFunc, queue string, conn *stomp.Conn, window <-chan *inflight, retry *backoff.Backoff) {
+	failed := false
+	for f := range window {
+		if failed {
+			b.forgetPending(queue, f.batch)
+			continue
+		}
+		var err error
+		select {
+		case err = <-f.done:
+		case <-ctx.Done():
+			// closing, or another batch failed: a receipt already on its way
+			// still spares a resend
+			t := time.NewTimer(2 * time.Second)
+			select {
+			case err = <-f.done:
+			case <-t.C:
+				err = context.Cause(ctx)
+			}
+			t.Stop()
+		}
+		if err == nil {
+			for _, d := range f.batch {
+				if err = d.Ack(); err != nil {
+					err = fmt.Errorf("activemq: outbox ack: %w", err)
+					break
+				}
 			}
 		}
+		if err != nil {
+			failed = true
+			b.forgetPending(queue, f.batch)
+			if ctx.Err() == nil {
+				cancel(fmt.Errorf("activemq: transaction to %s not confirmed: %w", b.dest(queue), err))
+			}
+			continue
+		}
+		retry.Reset()
 		b.mu.Lock()
-		for _, d := range batch {
+		ix := b.index(queue)
+		for _, d := range f.batch {
 			ix.settle(d.Message().Seq)
 		}
 		b.mu.Unlock()
 		b.m.txns.Inc()
-		b.m.forwarded.Add(float64(len(batch)))
-		b.m.forwardedBytes.Add(float64(size))
-		b.mirror(conn, queue, batch)
+		b.m.forwarded.Add(float64(len(f.batch)))
+		b.m.forwardedBytes.Add(float64(f.size))
+		b.mirror(conn, queue, f.batch)
 	}
 }
 
-// send stores batch on the broker in one transaction, committed with a
-// receipt: when it returns nil every message is persistent on the broker.
+// forgetPending drops a batch that was not confirmed from the index: the
+// outbox gives it back and it is forwarded again.
+func (b *Bus) forgetPending(queue string, batch []bus.Delivery) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ix := b.index(queue)
+	for _, d := range batch {
+		if e, ok := ix.entries[d.Message().Seq]; ok && e.pending {
+			ix.forget(d.Message().Seq)
+		}
+	}
+}
+
+// send puts batch on the wire as one transaction: SENDs and a COMMIT, not
+// waiting for the broker (pump's marker receipt confirms it).
 func (b *Bus) send(conn *stomp.Conn, dest string, batch []bus.Delivery) error {
 	tx, err := conn.BeginWithError()
 	if err != nil {
@@ -195,9 +281,7 @@ func (b *Bus) send(conn *stomp.Conn, dest string, batch []bus.Delivery) error {
 			return fmt.Errorf("activemq: send to %s: %w", dest, err)
 		}
 	}
-	if err := tx.CommitWithReceipt(); err != nil {
-		// an ERROR frame (e.g. the broker's store is full) carries the
-		// broker's message, which go-stomp's error repeats
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("activemq: commit to %s: %w", dest, err)
 	}
 	return nil

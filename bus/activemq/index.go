@@ -15,11 +15,16 @@ import (
 // the MaxBytes bound: the messages it forwarded and those it found on the
 // broker at start, less those acked. Callers hold Bus.mu.
 type index struct {
-	entries    map[uint64]indexEntry
-	records    uint64              // of the settled entries
-	bytes      int64               // of the settled entries
-	recovering bool                // the start-up browse has not finished
-	tomb       map[uint64]struct{} // acked while recovering
+	entries map[uint64]indexEntry
+	records uint64 // of the settled entries
+	bytes   int64  // of the settled entries
+	// acked by the consumer while still pending: the outbox still counts
+	// them until their batch is confirmed; Stats subtracts these
+	ackedPending        int
+	ackedPendingRecords uint64
+	ackedPendingBytes   int64
+	recovering          bool                // the start-up browse has not finished
+	tomb                map[uint64]struct{} // acked while recovering
 }
 
 type indexEntry struct {
@@ -29,6 +34,7 @@ type indexEntry struct {
 	// pending: being forwarded, still counted by the outbox (Stats must not
 	// count it twice); settle clears it
 	pending bool
+	acked   bool // pending and already acked by the consumer
 }
 
 // index returns the queue's index; on first use it starts the browse that
@@ -65,6 +71,10 @@ func (ix *index) settle(seq uint64) {
 	if !ok || !e.pending {
 		return
 	}
+	if e.acked {
+		ix.forget(seq)
+		return
+	}
 	e.pending = false
 	ix.entries[seq] = e
 	ix.records += uint64(e.count)
@@ -87,6 +97,16 @@ func (ix *index) remove(seq uint64) {
 	if ix.recovering {
 		ix.tomb[seq] = struct{}{}
 	}
+	if e, ok := ix.entries[seq]; ok && e.pending {
+		if !e.acked { // the consumer beat the forwarder's receipt
+			e.acked = true
+			ix.entries[seq] = e
+			ix.ackedPending++
+			ix.ackedPendingRecords += uint64(e.count)
+			ix.ackedPendingBytes += e.size
+		}
+		return
+	}
 	ix.forget(seq)
 }
 
@@ -97,6 +117,11 @@ func (ix *index) forget(seq uint64) {
 		return
 	}
 	delete(ix.entries, seq)
+	if e.acked {
+		ix.ackedPending--
+		ix.ackedPendingRecords -= uint64(e.count)
+		ix.ackedPendingBytes -= e.size
+	}
 	if !e.pending {
 		ix.records -= uint64(e.count)
 		ix.bytes -= e.size

@@ -61,12 +61,25 @@
 // marks them dirty; a background writer sends dirty points every
 // Options.Flush, or sooner when many are dirty, one HSET per device with all
 // its changed fields, in pipelines of at most Options.PipelineDepth
-// commands. A point written many times while Redis is slow or down is sent
-// once; memory is bounded by the number of distinct points. A failed flush
-// keeps the points dirty and is retried with backoff (up to 5 s), logged once
-// per outage. Get waits until everything Put before it has been flushed,
-// reads the device's hash, and falls back to the copy in memory when Redis
-// cannot be reached.
+// commands (two pipelines in flight). A point written many times while Redis
+// is slow or down is sent once; memory is bounded by the number of distinct
+// points. The client's dial, read and write timeouts are 1 s, so a slow
+// Redis only delays the writer. A failed flush keeps the points dirty and is
+// retried with backoff (up to 5 s), logged once per outage and once when
+// Redis is back. An error reply to one device's HSET (a key of another type,
+// out of memory) is counted and that device is retried with the next flush.
+// Get waits until everything Put before it has been flushed, reads the
+// device's hash, and answers from the copy in memory when Redis cannot be
+// reached.
+//
+// # Metrics
+//
+//	edged_cache_redis_write_errors_total  failed flushes and refused commands
+//	edged_cache_points_written_total      points written (coalesced points count once)
+//	edged_cache_resyncs_total             full rewrites (new connection, marker missing)
+//	edged_cache_dirty_points              points not yet written (gauge)
+//	edged_cache_read_fallbacks_total      Gets answered from memory
+//	edged_cache_bad_fields_total          fields Get skipped (not snapshot entries)
 package redis
 
 import (
@@ -75,7 +88,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -98,7 +110,7 @@ type Options struct {
 	Prefix        string        // key prefix, default "edged:snapshot:"
 	TTL           time.Duration // expiry of a device's hash after its last write; 0: none
 	Flush         time.Duration // flush interval, default 50 ms
-	PipelineDepth int           // commands per pipeline, default 256
+	PipelineDepth int           // commands per pipeline, default 256 (a device's HSET and PEXPIRE are never split)
 	TLS           *tls.Config   // TLS to Redis when set
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer // metrics are registered here when set
@@ -117,6 +129,7 @@ const (
 	replyErrLogGap  = time.Minute // at most one log line per minute for error replies
 	markerSuffix    = ":marker"
 	poolSize        = 4
+	senders         = 2  // pipelines in flight at once (Get has the other connections)
 	kickPerPipeline = 16 // flush early when this many pipelines' worth of points are dirty
 )
 
@@ -138,13 +151,13 @@ type Cache struct {
 	newConn atomic.Bool // a connection to Redis was made: rewrite everything
 
 	mu         sync.Mutex
-	devices    map[string]*device                // the latest of every point
-	dirty      map[string]map[string]cache.Entry // device → point → latest entry, not yet sent
-	ndirty     int
-	putGen     uint64 // Put calls so far
-	flushedGen uint64 // every Put up to this one is in Redis
-	resync     bool   // rewrite everything on the next flush
-	down       error  // the last flush failed with this; nil when Redis is fine
+	devices    map[string]*device // the latest of every point
+	dirty      []*device          // devices with dirty points, in the order they became dirty
+	ndirty     int                // dirty points
+	putGen     uint64             // Put calls so far
+	flushedGen uint64             // every Put up to this one is in Redis
+	resync     bool               // rewrite everything on the next flush
+	down       error              // the last flush failed with this; nil when Redis is fine
 	closed     bool
 	notify     chan struct{} // closed and replaced after each flush attempt
 
@@ -158,8 +171,17 @@ type Cache struct {
 }
 
 type device struct {
-	points  cache.Snapshot
+	name    string
+	points  map[string]*point
+	dirty   []*point  // points changed since the writer took them
+	queued  bool      // in Cache.dirty
 	touched time.Time // last Put, for TTL
+}
+
+type point struct {
+	id    string
+	e     cache.Entry
+	dirty bool // in device.dirty
 }
 
 var _ cache.Cache = (*Cache)(nil)
@@ -213,7 +235,6 @@ func New(o Options) (*Cache, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 		devices: map[string]*device{},
-		dirty:   map[string]map[string]cache.Entry{},
 		resync:  true,
 		notify:  make(chan struct{}),
 		kick:    make(chan struct{}, 1),
@@ -265,27 +286,33 @@ func (c *Cache) Put(_ context.Context, recs []telemetry.Record) error {
 		r := &recs[i]
 		d := c.devices[r.Device]
 		if d == nil {
-			d = &device{points: make(cache.Snapshot, len(r.Points))}
+			d = &device{name: r.Device, points: make(map[string]*point, len(r.Points))}
 			c.devices[r.Device] = d
+		} else if c.expired(d, now) {
+			// its hash expired in Redis: it comes back whole
+			for _, p := range d.points {
+				c.markLocked(d, p)
+			}
 		}
 		d.touched = now
-		var dd map[string]cache.Entry
-		for _, p := range r.Points {
-			if old, ok := d.points[p.ID]; ok && old.Time > r.Time {
+		for _, rp := range r.Points {
+			p := d.points[rp.ID]
+			if p == nil {
+				p = &point{id: rp.ID}
+				d.points[rp.ID] = p
+			} else if p.e.Time > r.Time {
 				continue
 			}
-			e := cache.Entry{Value: p.Value, Quality: p.Quality, Reason: p.Reason, Time: r.Time, Seq: r.Seq}
-			d.points[p.ID] = e
-			if dd == nil {
-				if dd = c.dirty[r.Device]; dd == nil {
-					dd = make(map[string]cache.Entry, len(r.Points))
-					c.dirty[r.Device] = dd
-				}
-			}
-			if _, ok := dd[p.ID]; !ok {
+			p.e = cache.Entry{Value: rp.Value, Quality: rp.Quality, Reason: rp.Reason, Time: r.Time, Seq: r.Seq}
+			if !p.dirty {
+				p.dirty = true
+				d.dirty = append(d.dirty, p)
 				c.ndirty++
 			}
-			dd[p.ID] = e
+		}
+		if len(d.dirty) > 0 && !d.queued {
+			d.queued = true
+			c.dirty = append(c.dirty, d)
 		}
 	}
 	c.putGen++
@@ -369,11 +396,13 @@ func (c *Cache) local(device string, why error) cache.Snapshot {
 	c.log.Debug("reading the snapshot from memory", "device", device, "err", why)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	d := c.devices[device]
-	if d == nil || c.expired(d, time.Now()) {
-		return cache.Snapshot{}
+	snap := cache.Snapshot{}
+	if d := c.devices[device]; d != nil && !c.expired(d, time.Now()) {
+		for id, p := range d.points {
+			snap[id] = p.e
+		}
 	}
-	return maps.Clone(d.points)
+	return snap
 }
 
 // expired reports whether d's hash has expired in Redis (TTL).
@@ -463,10 +492,12 @@ func (c *Cache) final() {
 	}
 }
 
-// batch is one device's dirty points, taken for a flush.
+// batch is one device's dirty points, taken for a flush: the points and a
+// copy of their entries as they were when taken.
 type batch struct {
-	device string
-	points map[string]cache.Entry
+	dev     *device
+	points  []*point
+	entries []cache.Entry
 }
 
 // flush sends the dirty points and checks (or, on a resync, writes) the
@@ -483,27 +514,18 @@ func (c *Cache) flush(ctx context.Context) (more bool, err error) {
 			return false, c.failed(nil, err)
 		}
 	}
+	resync, batches, gen := c.take()
 
-	c.mu.Lock()
-	resync := c.resync || c.newConn.Swap(false)
-	if resync {
-		c.markAllLocked()
-		c.resync = false
-	}
-	taken := c.dirty
-	c.dirty = make(map[string]map[string]cache.Entry, len(taken))
-	c.ndirty = 0
-	c.m.dirty.Set(0)
-	gen := c.putGen
-	c.mu.Unlock()
-
-	// The commands: the marker first, then per device an HSET (and PEXPIRE).
-	size := 1 + len(taken)
+	// The commands: the marker first, then per device an HSET with all its
+	// dirty points (and a PEXPIRE), sent in pipelines of at most
+	// PipelineDepth commands (a device's HSET and PEXPIRE stay together) by
+	// a few senders while the next pipeline is encoded.
+	size := 1 + len(batches)
 	if c.o.TTL > 0 {
-		size += len(taken)
+		size += len(batches)
 	}
-	cmds := make([]goredis.Cmder, 0, size)
-	owner := make([]int, 0, size) // index in batches of each command's device; -1 for the marker
+	cmds := make([]goredis.Cmder, 0, size) // never grows: senders read it while it is filled
+	owner := make([]int, 0, size)          // index in batches of each command's device; -1 for the marker
 	var markerCmd *goredis.IntCmd
 	if resync {
 		cmds = append(cmds, goredis.NewStatusCmd(ctx, "set", c.marker, time.Now().UTC().Format(time.RFC3339Nano)))
@@ -512,77 +534,105 @@ func (c *Cache) flush(ctx context.Context) (more bool, err error) {
 		cmds = append(cmds, markerCmd)
 	}
 	owner = append(owner, -1)
-	batches := make([]batch, 0, len(taken))
+
+	type span struct {
+		lo, hi int
+		err    error
+	}
+	spans := make(chan span, senders)
+	var (
+		wg      sync.WaitGroup
+		errsMu  sync.Mutex
+		errSpan []span             // pipelines that failed
+		all     = cmds[:cap(cmds)] // what senders read: cmds is appended to meanwhile
+	)
+	for range min(senders, len(batches)/c.o.PipelineDepth+1) {
+		wg.Go(func() {
+			for sp := range spans {
+				pipe := c.client.Pipeline()
+				_ = pipe.BatchProcess(ctx, all[sp.lo:sp.hi]...)
+				if _, err := pipe.Exec(ctx); err != nil {
+					sp.err = err
+					errsMu.Lock()
+					errSpan = append(errSpan, sp)
+					errsMu.Unlock()
+				}
+			}
+		})
+	}
+	lo := 0
 	npoints := 0
 	buf := make([]byte, 0, 64*1024)
 	ttl := c.o.TTL.Milliseconds()
-	for dev, pts := range taken {
-		key := c.o.Prefix + dev
-		args := make([]any, 2, 2+2*len(pts))
+	perDevice := 1
+	if ttl > 0 {
+		perDevice = 2
+	}
+	for i, b := range batches {
+		if n := len(cmds) - lo; n > 0 && n+perDevice > c.o.PipelineDepth {
+			spans <- span{lo: lo, hi: len(cmds)}
+			lo = len(cmds)
+		}
+		key := c.o.Prefix + b.dev.name
+		args := make([]any, 2, 2+2*len(b.points))
 		args[0], args[1] = "hset", key
-		for id, e := range pts {
+		for j, p := range b.points {
 			start := len(buf)
-			buf = appendField(buf, e)
-			args = append(args, id, buf[start:len(buf):len(buf)])
+			buf = appendField(buf, b.entries[j])
+			args = append(args, p.id, buf[start:len(buf):len(buf)])
 		}
 		if len(buf) > cap(buf)/2 {
 			buf = make([]byte, 0, 64*1024) // what was written stays referenced by args
 		}
 		cmds = append(cmds, goredis.NewIntCmd(ctx, args...))
-		owner = append(owner, len(batches))
+		owner = append(owner, i)
 		if ttl > 0 {
 			cmds = append(cmds, goredis.NewBoolCmd(ctx, "pexpire", key, ttl))
-			owner = append(owner, len(batches))
+			owner = append(owner, i)
 		}
-		batches = append(batches, batch{dev, pts})
-		npoints += len(pts)
+		npoints += len(b.points)
 	}
+	spans <- span{lo: lo, hi: len(cmds)}
+	close(spans)
+	wg.Wait()
 
-	// Send in pipelines. A connection error stops the flush; an error reply
-	// to one command (a foreign key of another type, out of memory…) only
-	// fails that device, whose points are retried with the next flush.
-	var failed map[int]bool
-	sent := 0
-	for sent < len(cmds) {
-		n := min(c.o.PipelineDepth, len(cmds)-sent)
-		pipe := c.client.Pipeline()
-		_ = pipe.BatchProcess(ctx, cmds[sent:sent+n]...)
-		_, err = pipe.Exec(ctx)
-		if err != nil && !isReply(err) {
+	// A connection error fails the flush; an error reply to one command (a
+	// foreign key of another type, out of memory…) only fails that device,
+	// whose points are retried with the next flush.
+	var refused map[int]bool
+	var replyErr error
+	for _, sp := range errSpan {
+		if !isReply(sp.err) {
 			// the connection failed (go-redis does not always set the
-			// commands' errors then): Redis is not usable
-			return false, c.failed(batches, err)
+			// commands' errors then)
+			return false, c.failed(batches, sp.err)
 		}
-		if err != nil {
-			var replyErr error
-			for i, cmd := range cmds[sent : sent+n] {
-				cerr := cmd.Err()
-				if cerr == nil {
-					continue
-				}
-				if !isReply(cerr) || owner[sent+i] < 0 {
-					// the marker could not be checked or set (LOADING,
-					// NOAUTH, OOM…): Redis is not usable
-					return false, c.failed(batches, cerr)
-				}
-				if failed == nil {
-					failed = map[int]bool{}
-				}
-				failed[owner[sent+i]] = true
-				replyErr = cerr
+		for i := sp.lo; i < sp.hi; i++ {
+			cerr := cmds[i].Err()
+			if cerr == nil {
+				continue
 			}
-			if replyErr != nil {
-				c.m.writeErrors.Inc()
-				c.logReplyError(replyErr)
+			if !isReply(cerr) || owner[i] < 0 {
+				// the connection failed, or the marker could not be checked
+				// or set (LOADING, NOAUTH, OOM…): Redis is not usable
+				return false, c.failed(batches, cerr)
 			}
+			if refused == nil {
+				refused = map[int]bool{}
+			}
+			refused[owner[i]] = true
+			replyErr = cerr
 		}
-		sent += n
 	}
-	if len(failed) > 0 {
-		c.putBack(batches, failed)
-		for i := range failed {
+	if replyErr != nil {
+		c.m.writeErrors.Inc()
+		c.logReplyError(replyErr)
+		var again []batch
+		for i := range refused {
+			again = append(again, batches[i])
 			npoints -= len(batches[i].points)
 		}
+		c.putBack(again)
 	}
 	c.m.written.Add(float64(npoints))
 	if resync {
@@ -602,52 +652,75 @@ func (c *Cache) flush(ctx context.Context) (more bool, err error) {
 	close(c.notify)
 	c.notify = make(chan struct{})
 	// Points refused by Redis are dirty again: do not hammer it with them.
-	return c.resync || (len(failed) == 0 && c.ndirty >= c.kickAt), nil
+	return c.resync || (replyErr == nil && c.ndirty >= c.kickAt), nil
+}
+
+// take hands the dirty points to the writer: all of them when a resync is
+// due. gen is the Put the flush brings Redis up to.
+func (c *Cache) take() (resync bool, batches []batch, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	resync = c.resync || c.newConn.Swap(false)
+	if resync {
+		c.markAllLocked()
+		c.resync = false
+	}
+	batches = make([]batch, len(c.dirty))
+	entries := make([]cache.Entry, c.ndirty)
+	for i, d := range c.dirty {
+		b := &batches[i]
+		b.dev, b.points, b.entries = d, d.dirty, entries[:len(d.dirty):len(d.dirty)]
+		entries = entries[len(d.dirty):]
+		for j, p := range d.dirty {
+			b.entries[j] = p.e
+			p.dirty = false
+		}
+		d.dirty, d.queued = nil, false
+	}
+	clear(c.dirty)
+	c.dirty = c.dirty[:0]
+	c.ndirty = 0
+	c.m.dirty.Set(0)
+	return resync, batches, c.putGen
+}
+
+// markLocked marks p, a point of d, dirty.
+func (c *Cache) markLocked(d *device, p *point) {
+	if p.dirty {
+		return
+	}
+	p.dirty = true
+	d.dirty = append(d.dirty, p)
+	c.ndirty++
+	if !d.queued {
+		d.queued = true
+		c.dirty = append(c.dirty, d)
+	}
 }
 
 // markAllLocked marks every point dirty, except those of devices whose hash
 // has expired (TTL): a stale device stays gone.
 func (c *Cache) markAllLocked() {
 	now := time.Now()
-	for name, d := range c.devices {
+	for _, d := range c.devices {
 		if c.expired(d, now) {
 			continue
 		}
-		dd := c.dirty[name]
-		if dd == nil {
-			dd = make(map[string]cache.Entry, len(d.points))
-			c.dirty[name] = dd
-		}
-		for id, e := range d.points {
-			if _, ok := dd[id]; !ok {
-				c.ndirty++
-			}
-			dd[id] = e
+		for _, p := range d.points {
+			c.markLocked(d, p)
 		}
 	}
 	c.m.dirty.Set(float64(c.ndirty))
 }
 
-// putBack marks the points of batches dirty again (only those of failed
-// when it is not nil) unless a newer Put has marked them already.
-func (c *Cache) putBack(batches []batch, failed map[int]bool) {
+// putBack marks the points of batches dirty again; they are sent with
+// their latest entries.
+func (c *Cache) putBack(batches []batch) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for i, b := range batches {
-		if failed != nil && !failed[i] {
-			continue
-		}
-		dd := c.dirty[b.device]
-		if dd == nil {
-			c.dirty[b.device] = b.points
-			c.ndirty += len(b.points)
-			continue
-		}
-		for id, e := range b.points {
-			if _, ok := dd[id]; !ok {
-				dd[id] = e
-				c.ndirty++
-			}
+	for _, b := range batches {
+		for _, p := range b.points {
+			c.markLocked(b.dev, p)
 		}
 	}
 	c.m.dirty.Set(float64(c.ndirty))
@@ -658,7 +731,7 @@ func (c *Cache) putBack(batches []batch, failed map[int]bool) {
 // everything (Redis may have restarted).
 func (c *Cache) failed(batches []batch, err error) error {
 	c.m.writeErrors.Inc()
-	c.putBack(batches, nil)
+	c.putBack(batches)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.resync = true

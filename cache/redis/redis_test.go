@@ -23,7 +23,9 @@ import (
 
 func TestFieldEncoding(t *testing.T) {
 	const ms = 1700000000000
-	good := func(v telemetry.Value) cache.Entry { return cache.Entry{Value: v, Quality: telemetry.Good, Time: ms, Seq: 12} }
+	good := func(v telemetry.Value) cache.Entry {
+		return cache.Entry{Value: v, Quality: telemetry.Good, Time: ms, Seq: 12}
+	}
 	for _, tc := range []struct {
 		e    cache.Entry
 		want string
@@ -94,28 +96,28 @@ func TestFieldDecoding(t *testing.T) {
 		{``, cache.Entry{}},
 		{`null`, cache.Entry{}},
 		{`[1]`, cache.Entry{}},
-		{`{"v":1}`, cache.Entry{}},                                      // no q, no t
-		{`{"v":1,"q":"good"}`, cache.Entry{}},                           // no t
-		{`{"v":1,"q":"great","t":5}`, cache.Entry{}},                    // unknown quality
-		{`{"v":1,"q":"good","t":5.5}`, cache.Entry{}},                   // t not an integer
-		{`{"v":1,"q":"good","t":5,"seq":-1}`, cache.Entry{}},            // seq negative
-		{`{"v":[1],"q":"good","t":5}`, cache.Entry{}},                   // v an array
-		{`{"v":{},"q":"good","t":5}`, cache.Entry{}},                    // v an object
-		{`{"v":1e999,"q":"good","t":5}`, cache.Entry{}},                 // beyond float64
-		{`{"v":-1,"k":"uint","q":"good","t":5}`, cache.Entry{}},         // negative uint
-		{`{"v":1.5,"k":"int","q":"good","t":5}`, cache.Entry{}},         // fraction in an int
-		{`{"v":"x","k":"float","q":"good","t":5}`, cache.Entry{}},       // not a float
-		{`{"v":true,"k":"float","q":"good","t":5}`, cache.Entry{}},      // not a float
-		{`{"v":1,"k":"bool","q":"good","t":5}`, cache.Entry{}},          // not a bool
-		{`{"v":1,"k":"string","q":"good","t":5}`, cache.Entry{}},        // not a string
-		{`{"v":1,"k":"none","q":"good","t":5}`, cache.Entry{}},          // none with a value
-		{`{"k":"int","q":"good","t":5}`, cache.Entry{}},                 // int without a value
-		{`{"v":1,"k":"complex","q":"good","t":5}`, cache.Entry{}},       // unknown kind
-		{`{"v":1,"q":"good","t":5} trailing`, cache.Entry{}},            // not one JSON value
-		{`{"v":"\ud800","q":"good","t":5,"r":1}`, cache.Entry{}},        // r not a string
-		{`{"v":01,"q":"good","t":5}`, cache.Entry{}},                    // not JSON
-		{`{"v":1,"q":"good","t":99999999999999999999}`, cache.Entry{}},  // t beyond int64
-		{`{"v":0x10,"q":"good","t":5}`, cache.Entry{}},                  // not JSON
+		{`{"v":1}`, cache.Entry{}},                                                             // no q, no t
+		{`{"v":1,"q":"good"}`, cache.Entry{}},                                                  // no t
+		{`{"v":1,"q":"great","t":5}`, cache.Entry{}},                                           // unknown quality
+		{`{"v":1,"q":"good","t":5.5}`, cache.Entry{}},                                          // t not an integer
+		{`{"v":1,"q":"good","t":5,"seq":-1}`, cache.Entry{}},                                   // seq negative
+		{`{"v":[1],"q":"good","t":5}`, cache.Entry{}},                                          // v an array
+		{`{"v":{},"q":"good","t":5}`, cache.Entry{}},                                           // v an object
+		{`{"v":1e999,"q":"good","t":5}`, cache.Entry{}},                                        // beyond float64
+		{`{"v":-1,"k":"uint","q":"good","t":5}`, cache.Entry{}},                                // negative uint
+		{`{"v":1.5,"k":"int","q":"good","t":5}`, cache.Entry{}},                                // fraction in an int
+		{`{"v":"x","k":"float","q":"good","t":5}`, cache.Entry{}},                              // not a float
+		{`{"v":true,"k":"float","q":"good","t":5}`, cache.Entry{}},                             // not a float
+		{`{"v":1,"k":"bool","q":"good","t":5}`, cache.Entry{}},                                 // not a bool
+		{`{"v":1,"k":"string","q":"good","t":5}`, cache.Entry{}},                               // not a string
+		{`{"v":1,"k":"none","q":"good","t":5}`, cache.Entry{}},                                 // none with a value
+		{`{"k":"int","q":"good","t":5}`, cache.Entry{}},                                        // int without a value
+		{`{"v":1,"k":"complex","q":"good","t":5}`, cache.Entry{}},                              // unknown kind
+		{`{"v":1,"q":"good","t":5} trailing`, cache.Entry{}},                                   // not one JSON value
+		{`{"v":"\ud800","q":"good","t":5,"r":1}`, cache.Entry{}},                               // r not a string
+		{`{"v":01,"q":"good","t":5}`, cache.Entry{}},                                           // not JSON
+		{`{"v":1,"q":"good","t":99999999999999999999}`, cache.Entry{}},                         // t beyond int64
+		{`{"v":0x10,"q":"good","t":5}`, cache.Entry{}},                                         // not JSON
 		{`{"v":"NaN","q":"good","t":5}`, cache.Entry{Value: telemetry.String("NaN"), Time: 5}}, // a string without k
 	} {
 		got, err := decodeField([]byte(tc.in))
@@ -287,6 +289,41 @@ func TestTTL(t *testing.T) {
 			t.Fatalf("write %d: PTTL = %v, want in (0, 1s]", i, ttl)
 		}
 		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// A device whose hash expired comes back whole with its next write, and a
+// resync does not bring back a device that stopped reporting.
+func TestTTLExpired(t *testing.T) {
+	testsvc.Integration(t)
+	srv := testsvc.StartRedis(t)
+	c := newCache(t, Options{Addr: srv.Addr(), TTL: 200 * time.Millisecond})
+	ctx := context.Background()
+	rc := client(t, srv.Addr())
+	put(t, c, rec("m1", 1000, 1, telemetry.Point{ID: "a", Value: telemetry.Int(1)}, telemetry.Point{ID: "b", Value: telemetry.Int(2)}),
+		rec("gone", 1000, 1, telemetry.Point{ID: "a", Value: telemetry.Int(3)}))
+	if _, err := c.Get(ctx, "m1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() string {
+		if n := rc.Exists(ctx, "edged:snapshot:m1", "edged:snapshot:gone").Val(); n != 0 {
+			return fmt.Sprintf("%d keys not expired", n)
+		}
+		return ""
+	})
+	rc.Del(ctx, "edged:snapshot::marker") // forces a resync
+	put(t, c, rec("m1", 2000, 2, telemetry.Point{ID: "a", Value: telemetry.Int(10)}))
+	waitFor(t, 5*time.Second, func() string {
+		if h := rc.HGetAll(ctx, "edged:snapshot:m1").Val(); len(h) != 2 {
+			return fmt.Sprintf("m1 = %v, want a and b", h)
+		}
+		if rc.Exists(ctx, "edged:snapshot::marker").Val() != 1 {
+			return "no resync yet"
+		}
+		return ""
+	})
+	if n := rc.Exists(ctx, "edged:snapshot:gone").Val(); n != 0 {
+		t.Fatal("the resync brought back a device that stopped reporting")
 	}
 }
 
@@ -467,6 +504,45 @@ func TestRefusedWrite(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// Many small pipelines, two in flight: every device arrives whole, with its
+// expiry (a device's HSET and PEXPIRE are never split).
+func TestManyPipelines(t *testing.T) {
+	testsvc.Integration(t)
+	srv := testsvc.StartRedis(t)
+	ctx := context.Background()
+	rc := client(t, srv.Addr())
+	for _, depth := range []int{1, 2, 3, 7} {
+		prefix := fmt.Sprintf("edged:depth%d:", depth)
+		c := newCache(t, Options{Addr: srv.Addr(), Prefix: prefix, PipelineDepth: depth, TTL: time.Minute})
+		const devices, points = 50, 5
+		for round := range 3 {
+			var recs []telemetry.Record
+			for d := range devices {
+				var pts []telemetry.Point
+				for p := range points {
+					pts = append(pts, telemetry.Point{ID: fmt.Sprintf("p%d", p), Value: telemetry.Int(int64(round*1000 + d*10 + p))})
+				}
+				recs = append(recs, rec(fmt.Sprintf("m%d", d), int64(1000+round), uint64(round), pts...))
+			}
+			put(t, c, recs...)
+		}
+		if _, err := c.Get(ctx, "m0"); err != nil {
+			t.Fatal(err)
+		}
+		for d := range devices {
+			key := fmt.Sprintf("%sm%d", prefix, d)
+			h := rc.HGetAll(ctx, key).Val()
+			e, err := decodeField([]byte(h["p4"]))
+			if len(h) != points || err != nil || e.Value != telemetry.Int(int64(2000+d*10+4)) {
+				t.Fatalf("depth %d: %s = %v", depth, key, h)
+			}
+			if ttl := rc.PTTL(ctx, key).Val(); ttl <= 0 {
+				t.Fatalf("depth %d: %s has no expiry (%v)", depth, key, ttl)
+			}
+		}
+	}
 }
 
 // ---- helpers ----
