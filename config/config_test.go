@@ -132,6 +132,18 @@ func TestBrokenConfigs(t *testing.T) {
 			`c.yaml:10: link "l1": device is required for modbus-rtu (the serial port, e.g. /dev/ttyUSB0)`,
 			`c.yaml:12: link "l1": baud 9601: use 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200 or 230400`,
 		}},
+		{"activemq without an address", func(s string) string {
+			return strings.Replace(s, "links:\n", "bus:\n  kind: activemq\n  activemq: {prefetch: 0, ca: ca.pem}\nlinks:\n", 1)
+		}, []string{
+			`c.yaml:9: bus: kind activemq needs activemq.address (the broker's STOMP host:port, e.g. 127.0.0.1:61613)`,
+			`c.yaml:11: bus: activemq: stomp+ssl needs all of ca, cert and key`,
+		}},
+		{"redis address without a port, negative ttl", func(s string) string {
+			return strings.Replace(s, "links:\n", "cache:\n  kind: redis\n  redis:\n    address: localhost\n    ttl: -1s\nlinks:\n", 1)
+		}, []string{
+			`c.yaml:12: cache: redis.address "localhost": address localhost: missing port in address`,
+			`c.yaml:13: cache: redis.ttl -1s: give a positive duration, or 0 for none`,
+		}},
 		{"several mistakes at once, in line order", func(s string) string {
 			s = strings.Replace(s, "unit_id: 1", "unit_id: 300", 1)
 			return strings.Replace(s, "    protocol: modbus-tcp\n", "    protocol: modbus-ascii\n", 1)
