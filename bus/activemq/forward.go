@@ -156,9 +156,8 @@ func (b *Bus) pump(queue string, conn *stomp.Conn, retry *backoff.Backoff) error
 				break more
 			}
 		}
-		// index before sending (the consumer may ack a message before its
-		// receipt is back), settle after the outbox ack: Stats may count a
-		// message twice for a moment, never zero times
+		// index before sending: the consumer may ack a message before its
+		// receipt is back
 		b.mu.Lock()
 		ix := b.index(queue)
 		for _, d := range batch {
@@ -219,6 +218,14 @@ func (b *Bus) confirm(ctx context.Context, cancel context.CancelCauseFunc, queue
 			t.Stop()
 		}
 		if err == nil {
+			// settle (count as on the broker) before the outbox lets go: Stats
+			// may count a message twice for a moment, never zero times
+			b.mu.Lock()
+			ix := b.index(queue)
+			for _, d := range f.batch {
+				ix.settle(d.Message().Seq)
+			}
+			b.mu.Unlock()
 			for _, d := range f.batch {
 				if err = d.Ack(); err != nil {
 					err = fmt.Errorf("activemq: outbox ack: %w", err)
@@ -235,12 +242,6 @@ func (b *Bus) confirm(ctx context.Context, cancel context.CancelCauseFunc, queue
 			continue
 		}
 		retry.Reset()
-		b.mu.Lock()
-		ix := b.index(queue)
-		for _, d := range f.batch {
-			ix.settle(d.Message().Seq)
-		}
-		b.mu.Unlock()
 		b.m.txns.Inc()
 		b.m.forwarded.Add(float64(len(f.batch)))
 		b.m.forwardedBytes.Add(float64(f.size))

@@ -40,7 +40,7 @@ import (
 
 func main() {
 	bin := flag.String("bin", "bin", "directory with the edged binary (make build)")
-	messages := flag.Int("messages", 2000, "messages per throughput run")
+	messages := flag.Int("messages", 1000, "messages per throughput run")
 	records := flag.Int("records", 100, "records per message")
 	points := flag.Int("points", 30, "points per record")
 	backlog := flag.Int("backlog", 1_000_000, "records held in ActiveMQ for the memory measurement (0 skips it)")
