@@ -13,3 +13,9 @@ go run ./internal/cmd/e2ebench -bin bin "$@"
 echo
 echo "== end to end: 500 Modbus TCP devices (a connection each) x 30 points at 1 s"
 go run ./internal/cmd/e2ebench -bin bin -points 15000 -points-per-device 30 -links 500 -rate 15000 "$@"
+echo
+echo "== ActiveMQ bus versus a raw go-stomp pair on the same broker; edged's memory with a 1M-record backlog in ActiveMQ"
+go run ./internal/cmd/amqbench -bin bin
+echo
+echo "== Redis snapshot cache versus redis-benchmark HSET on the same server"
+go run ./internal/cmd/redisbench

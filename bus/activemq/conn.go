@@ -46,6 +46,13 @@ func (b *Bus) dial(ctx context.Context) (*stomp.Conn, error) {
 		stomp.ConnOpt.UnsubscribeReceiptTimeout(5 * time.Second),
 		stomp.ConnOpt.DisconnectReceiptTimeout(2 * time.Second),
 		stomp.ConnOpt.Logger(stompLogger{b.log}),
+		// go-stomp holds its connection lock while it queues a frame; if the
+		// queue is full when the connection dies, that sender and the
+		// connection's own shutdown wait for each other forever. The
+		// forwarder never has more than ~350 frames outstanding (txWindow+1
+		// transactions of TxMessages sends, plus mirror copies), so with
+		// room for 1024 a sender never waits on the queue.
+		stomp.ConnOpt.WriteChannelCapacity(1024),
 		stomp.ConnOpt.ReadBufferSize(64 << 10),
 		stomp.ConnOpt.WriteBufferSize(64 << 10),
 	}
