@@ -16,8 +16,8 @@
 #
 # Broker policy (edged relies on it; see README "ActiveMQ"):
 #   - persistent KahaDB store, 1 GiB store limit, 64 MiB memory limit;
-#   - sendFailIfNoSpace: a full store makes a send fail (edged keeps the data
-#     in its local outbox) instead of blocking the producer forever;
+#   - producer flow control (the default): a full broker slows the producer
+#     down; edged's outbox holds what the broker does not take yet;
 #   - the statistics plugin, so edged can read queue depth over STOMP;
 #   - dead letters of queue Q go to DLQ.Q (individualDeadLetterStrategy).
 set -euo pipefail
@@ -66,7 +66,7 @@ start)
           persistent="true" dataDirectory="$base/data" schedulePeriodForDestinationPurge="0">
     <destinationPolicy>
       <policyMap><policyEntries>
-        <policyEntry queue=">" producerFlowControl="true" memoryLimit="16mb">
+        <policyEntry queue=">" producerFlowControl="true" memoryLimit="64mb">
           <deadLetterStrategy><individualDeadLetterStrategy queuePrefix="DLQ." useQueueForQueueMessages="true"/></deadLetterStrategy>
         </policyEntry>
         <policyEntry topic=">" producerFlowControl="false"/>
@@ -74,8 +74,8 @@ start)
     </destinationPolicy>
     <persistenceAdapter><kahaDB directory="$base/data/kahadb" journalMaxFileLength="32mb"/></persistenceAdapter>
     <plugins><statisticsBrokerPlugin/></plugins>
-    <systemUsage><systemUsage sendFailIfNoSpace="true">
-      <memoryUsage><memoryUsage limit="64 mb"/></memoryUsage>
+    <systemUsage><systemUsage>
+      <memoryUsage><memoryUsage limit="128 mb"/></memoryUsage>
       <storeUsage><storeUsage limit="1 gb"/></storeUsage>
       <tempUsage><tempUsage limit="256 mb"/></tempUsage>
     </systemUsage></systemUsage>

@@ -131,7 +131,10 @@ func Open(o Options) (*Bus, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	ob, err := embedded.Open(filepath.Join(o.DataDir, "outbox"), embedded.Options{MaxBytes: o.MaxBytes, Logger: o.Logger})
+	// Publish enforces MaxBytes over outbox and broker together; the
+	// outbox's own limit is a hard cap above it (a batch the consumer
+	// already acked may sit in the outbox until its receipt is back)
+	ob, err := embedded.Open(filepath.Join(o.DataDir, "outbox"), embedded.Options{MaxBytes: 2 * o.MaxBytes, Logger: o.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("activemq: outbox: %w", err)
 	}

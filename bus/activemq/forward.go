@@ -271,6 +271,10 @@ func (b *Bus) send(conn *stomp.Conn, dest string, batch []bus.Delivery) error {
 	}
 	for _, d := range batch {
 		m := d.Message()
+		// No receipt per SEND (it costs a round trip each). The broker should
+		// run with producer flow control and without sendFailIfNoSpace
+		// (ActiveMQ's defaults): a broker that refuses a SEND that asked
+		// for no response may still commit the rest of the transaction.
 		err := tx.Send(dest, "application/vnd.edged.batch", m.Body,
 			stomp.SendOpt.Header("persistent", "true"),
 			stomp.SendOpt.Header(hSeq, strconv.FormatUint(m.Seq, 10)),

@@ -140,7 +140,9 @@ func (ix *index) oldest() time.Time {
 
 // recover browses the broker queue once (a STOMP browser subscription sees
 // the messages without consuming them) to learn the backlog an earlier run
-// left there. It retries until the broker answers or the bus closes.
+// left there. ActiveMQ ends a browse after maxBrowsePageSize messages (400
+// by default): a larger backlog left by an earlier run is undercounted in
+// Stats (the messages themselves are all delivered). It retries until the broker answers or the bus closes.
 func (b *Bus) recover(queue string) {
 	defer b.wg.Done()
 	retry := backoff.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}

@@ -24,9 +24,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,10 +47,17 @@ func main() {
 	points := flag.Int("points", 30, "points per record")
 	backlog := flag.Int("backlog", 1_000_000, "records held in ActiveMQ for the memory measurement (0 skips it)")
 	flag.Parse()
+	// Ctrl-C: let run's deferred clean-up stop the broker
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() { <-sig; interrupted.Store(true) }()
 	if err := run(*bin, *messages, *records, *points, *backlog); err != nil {
 		log.Fatal(err)
 	}
 }
+
+// interrupted is set on Ctrl-C; long waits give up so the clean-up runs.
+var interrupted atomic.Bool
 
 func freePort() int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -325,7 +334,7 @@ profiles:
   - name: p
     points: [{name: v, table: holding_register, address: 0, type: uint16}]
 devices:
-  - {name: d, link: l, profile: p, poll: 1s}
+  - {name: d, link: l, profile: p, unit_id: 1, product_key: pk, device_key: dk-d, poll: 1s}
 `, freePort(), addr, name, httpPort, freePort())
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return r, err
@@ -344,15 +353,15 @@ devices:
 	if err := cmd.Start(); err != nil {
 		return r, err
 	}
+	exited := make(chan struct{})
+	go func() { cmd.Process.Wait(); close(exited) }()
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-exited:
 		case <-time.After(15 * time.Second):
 			cmd.Process.Kill()
-			<-done
+			<-exited
 		}
 	}()
 	url := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
@@ -367,7 +376,12 @@ devices:
 			r.seen = h.Bus.Records
 			break
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-exited:
+			return r, fmt.Errorf("edged exited; see %s", logf.Name())
+		default:
+		}
+		if time.Now().After(deadline) || interrupted.Load() {
 			return r, fmt.Errorf("edged did not report the backlog within 3 minutes; see %s", logf.Name())
 		}
 		time.Sleep(200 * time.Millisecond)
