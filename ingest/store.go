@@ -141,7 +141,7 @@ func (r Reading) MarshalJSON() ([]byte, error) {
 	b = strconv.AppendInt(b, int64(r.Quality), 10)
 	if r.Reason != "" {
 		b = append(b, `,"reason":`...)
-		b = enos.AppendString(b, r.Reason)
+		b = telemetry.AppendJSONString(b, r.Reason)
 	}
 	return append(b, '}'), nil
 }

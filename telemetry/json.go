@@ -25,18 +25,18 @@ func AppendJSON(dst []byte, recs []Record) []byte {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"gateway":`...)
-		dst = appendJSONString(dst, r.Gateway)
+		dst = AppendJSONString(dst, r.Gateway)
 		dst = append(dst, `,"epoch":`...)
 		dst = strconv.AppendUint(dst, r.Epoch, 10)
 		dst = append(dst, `,"seq":`...)
 		dst = strconv.AppendUint(dst, r.Seq, 10)
 		dst = append(dst, `,"device":`...)
-		dst = appendJSONString(dst, r.Device)
+		dst = AppendJSONString(dst, r.Device)
 		if r.ProductKey != "" || r.DeviceKey != "" {
 			dst = append(dst, `,"product_key":`...)
-			dst = appendJSONString(dst, r.ProductKey)
+			dst = AppendJSONString(dst, r.ProductKey)
 			dst = append(dst, `,"device_key":`...)
-			dst = appendJSONString(dst, r.DeviceKey)
+			dst = AppendJSONString(dst, r.DeviceKey)
 		}
 		dst = append(dst, `,"time":`...)
 		dst = strconv.AppendInt(dst, r.Time, 10)
@@ -46,7 +46,7 @@ func AppendJSON(dst []byte, recs []Record) []byte {
 				dst = append(dst, ',')
 			}
 			dst = append(dst, `{"id":`...)
-			dst = appendJSONString(dst, p.ID)
+			dst = AppendJSONString(dst, p.ID)
 			if !p.Value.IsNone() {
 				dst = append(dst, `,"value":`...)
 				dst = AppendJSONValue(dst, p.Value)
@@ -56,7 +56,7 @@ func AppendJSON(dst []byte, recs []Record) []byte {
 			dst = append(dst, '"')
 			if p.Reason != "" {
 				dst = append(dst, `,"reason":`...)
-				dst = appendJSONString(dst, p.Reason)
+				dst = AppendJSONString(dst, p.Reason)
 			}
 			dst = append(dst, '}')
 		}
@@ -80,37 +80,61 @@ func AppendJSONValue(dst []byte, v Value) []byte {
 		}
 		return strconv.AppendFloat(dst, v.F, 'g', -1, 64)
 	case KindString:
-		return appendJSONString(dst, v.S)
+		return AppendJSONString(dst, v.S)
 	}
 	return append(dst, "null"...)
 }
 
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString quotes s as a JSON string; invalid UTF-8 becomes U+FFFD.
-func appendJSONString(dst []byte, s string) []byte {
+// AppendJSONString appends s as a JSON string (the one quoting function of
+// every JSON edged writes by hand: the EnOS posts, the live topic, the Redis
+// snapshot, the ingest store). Invalid UTF-8 becomes U+FFFD;
+// control characters, '"' and '\' are escaped, and so are U+2028 and U+2029.
+func AppendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
+	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
 				dst = append(dst, '\\', c)
-			case c < 0x20:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
 			default:
-				dst = append(dst, c)
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
 			}
 			i++
+			start = i
 			continue
 		}
 		r, n := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && n == 1 {
-			dst = append(dst, "\ufffd"...)
-		} else {
-			dst = append(dst, s[i:i+n]...)
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += n
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += n
+			start = i
+			continue
 		}
 		i += n
 	}
+	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
+
+const hexDigits = "0123456789abcdef"

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/edged/edged/cache"
 	"github.com/edged/edged/telemetry"
@@ -45,19 +44,19 @@ func appendField(dst []byte, e cache.Entry) []byte {
 		}
 	case telemetry.KindString:
 		dst = append(dst, `"v":`...)
-		dst = appendString(dst, v.S)
+		dst = telemetry.AppendJSONString(dst, v.S)
 		dst = append(dst, ',')
 	}
 	// KindNone (and a kind this build does not know) has no "v".
 	dst = append(dst, `"q":`...)
-	dst = appendString(dst, e.Quality.String())
+	dst = telemetry.AppendJSONString(dst, e.Quality.String())
 	dst = append(dst, `,"t":`...)
 	dst = strconv.AppendInt(dst, e.Time, 10)
 	dst = append(dst, `,"seq":`...)
 	dst = strconv.AppendUint(dst, e.Seq, 10)
 	if e.Reason != "" {
 		dst = append(dst, `,"r":`...)
-		dst = appendString(dst, e.Reason)
+		dst = telemetry.AppendJSONString(dst, e.Reason)
 	}
 	return append(dst, '}')
 }
@@ -84,51 +83,6 @@ func appendFloat(dst []byte, f float64) []byte {
 		dst = append(dst, ".0"...)
 	}
 	return dst
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString writes s as a JSON string; invalid UTF-8 becomes U+FFFD, as
-// with encoding/json.
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		b := s[i]
-		if b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '"', '\\':
-				dst = append(dst, '\\', b)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
 
 // wireField is a field as found in Redis, possibly written by another tool.

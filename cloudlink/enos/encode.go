@@ -3,7 +3,6 @@ package enos
 import (
 	"math"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/edged/edged/telemetry"
 )
@@ -50,7 +49,7 @@ func appendBatch(dst []byte, method string, id uint64, gateway string, epoch uin
 		dst = appendRecord(dst, &recs[i])
 	}
 	dst = append(dst, `],"edged":{"gateway":`...)
-	dst = AppendString(dst, gateway)
+	dst = telemetry.AppendJSONString(dst, gateway)
 	dst = append(dst, `,"epoch":`...)
 	dst = strconv.AppendUint(dst, epoch, 10)
 	return append(dst, "}}"...)
@@ -58,16 +57,16 @@ func appendBatch(dst []byte, method string, id uint64, gateway string, epoch uin
 
 func appendRecord(dst []byte, r *telemetry.Record) []byte {
 	dst = append(dst, `{"productKey":`...)
-	dst = AppendString(dst, r.ProductKey)
+	dst = telemetry.AppendJSONString(dst, r.ProductKey)
 	dst = append(dst, `,"deviceKey":`...)
-	dst = AppendString(dst, r.DeviceKey)
+	dst = telemetry.AppendJSONString(dst, r.DeviceKey)
 	dst = append(dst, `,"measurepoints":{`...)
 	for i := range r.Points {
 		p := &r.Points[i]
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = AppendString(dst, p.ID)
+		dst = telemetry.AppendJSONString(dst, p.ID)
 		dst = append(dst, ':')
 		switch {
 		case p.Value.Kind == telemetry.KindFloat && !finite(p.Value.F):
@@ -95,7 +94,7 @@ func appendBad(dst []byte, reason string) []byte {
 	dst = append(dst, `{"value":null,"quality":1`...)
 	if reason != "" {
 		dst = append(dst, `,"reason":`...)
-		dst = AppendString(dst, reason)
+		dst = telemetry.AppendJSONString(dst, reason)
 	}
 	return append(dst, '}')
 }
@@ -111,7 +110,7 @@ func appendQualified(dst []byte, v telemetry.Value, arr []telemetry.Value, quali
 	dst = strconv.AppendInt(dst, int64(quality), 10)
 	if reason != "" {
 		dst = append(dst, `,"reason":`...)
-		dst = AppendString(dst, reason)
+		dst = telemetry.AppendJSONString(dst, reason)
 	}
 	return append(dst, '}')
 }
@@ -152,62 +151,10 @@ func AppendValue(dst []byte, v telemetry.Value) []byte {
 		}
 		return append(dst, ".0"...)
 	case telemetry.KindString:
-		return AppendString(dst, v.S)
+		return telemetry.AppendJSONString(dst, v.S)
 	}
 	return append(dst, "null"...)
 }
-
-// AppendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD;
-// control characters, '"' and '\' are escaped, and so are U+2028 and U+2029.
-func AppendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigit[c>>4], hexDigit[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && n == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += n
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigit[r&0xf])
-			i += n
-			start = i
-			continue
-		}
-		i += n
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
-
-const hexDigit = "0123456789abcdef"
 
 // AppendJSON appends the batch as a request, as parsed: arrays and foreign
 // quality codes included. It is how tools and tests re-encode a parsed post.
@@ -245,18 +192,18 @@ func appendHead(dst []byte, id, version, method, defMethod string) []byte {
 		method = defMethod
 	}
 	dst = append(dst, `{"id":`...)
-	dst = AppendString(dst, id)
+	dst = telemetry.AppendJSONString(dst, id)
 	dst = append(dst, `,"version":`...)
-	dst = AppendString(dst, version)
+	dst = telemetry.AppendJSONString(dst, version)
 	dst = append(dst, `,"method":`...)
-	dst = AppendString(dst, method)
+	dst = telemetry.AppendJSONString(dst, method)
 	return append(dst, `,"params":`...)
 }
 
 func appendSender(dst []byte, s *Sender) []byte {
 	if s != nil {
 		dst = append(dst, `,"edged":{"gateway":`...)
-		dst = AppendString(dst, s.Gateway)
+		dst = telemetry.AppendJSONString(dst, s.Gateway)
 		dst = append(dst, `,"epoch":`...)
 		dst = strconv.AppendUint(dst, s.Epoch, 10)
 		dst = append(dst, '}')
@@ -268,9 +215,9 @@ func appendItem(dst []byte, it *Item) []byte {
 	dst = append(dst, '{')
 	if it.ProductKey != "" || it.DeviceKey != "" {
 		dst = append(dst, `"productKey":`...)
-		dst = AppendString(dst, it.ProductKey)
+		dst = telemetry.AppendJSONString(dst, it.ProductKey)
 		dst = append(dst, `,"deviceKey":`...)
-		dst = AppendString(dst, it.DeviceKey)
+		dst = telemetry.AppendJSONString(dst, it.DeviceKey)
 		dst = append(dst, ',')
 	}
 	dst = append(dst, `"measurepoints":{`...)
@@ -279,7 +226,7 @@ func appendItem(dst []byte, it *Item) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = AppendString(dst, p.ID)
+		dst = telemetry.AppendJSONString(dst, p.ID)
 		dst = append(dst, ':')
 		switch {
 		case p.Quality != QualityGood || p.Reason != "":

@@ -3,6 +3,8 @@ package enos
 import (
 	"encoding/json"
 	"strconv"
+
+	"github.com/edged/edged/telemetry"
 )
 
 // Reply codes. 200 is EnOS's success; the others are the codes ingestd
@@ -32,11 +34,11 @@ type Reply struct {
 // AppendReply appends r as JSON. r.Data must be valid JSON; nil means {}.
 func AppendReply(dst []byte, r Reply) []byte {
 	dst = append(dst, `{"id":`...)
-	dst = AppendString(dst, r.ID)
+	dst = telemetry.AppendJSONString(dst, r.ID)
 	dst = append(dst, `,"code":`...)
 	dst = strconv.AppendInt(dst, int64(r.Code), 10)
 	dst = append(dst, `,"message":`...)
-	dst = AppendString(dst, r.Message)
+	dst = telemetry.AppendJSONString(dst, r.Message)
 	dst = append(dst, `,"data":`...)
 	if r.Data == nil {
 		dst = append(dst, "{}"...)
