@@ -169,8 +169,7 @@ func (b *Bus) Publish(ctx context.Context, queue string, count uint32, body []by
 		b.mu.Unlock()
 		return 0, bus.ErrClosed
 	}
-	ix := b.index(queue)
-	brokerBytes := ix.bytes - ix.ackedPendingBytes
+	_, _, brokerBytes, _ := b.index(queue).backlog()
 	b.mu.Unlock()
 	if st, err := b.outbox.Stats(queue); err == nil && st.Bytes+brokerBytes+int64(len(body)) > b.o.MaxBytes {
 		return 0, fmt.Errorf("%w: %d bytes queued (outbox %d, broker %d), limit %d", bus.ErrFull, st.Bytes+brokerBytes, st.Bytes, brokerBytes, b.o.MaxBytes)
@@ -197,11 +196,11 @@ func (b *Bus) Stats(queue string) (bus.Stats, error) {
 	st.MaxBytes = b.o.MaxBytes
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	ix := b.index(queue)
-	st.Depth += ix.depth() - ix.ackedPending
-	st.Records += ix.records - ix.ackedPendingRecords
-	st.Bytes += ix.bytes - ix.ackedPendingBytes
-	if o := ix.oldest(); !o.IsZero() && (st.Oldest.IsZero() || o.Before(st.Oldest)) {
+	depth, records, bytes, o := b.index(queue).backlog()
+	st.Depth += depth
+	st.Records += records
+	st.Bytes += bytes
+	if !o.IsZero() && (st.Oldest.IsZero() || o.Before(st.Oldest)) {
 		st.Oldest = o
 	}
 	return st, nil

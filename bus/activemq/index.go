@@ -15,24 +15,16 @@ import (
 // the MaxBytes bound: the messages it forwarded and those it found on the
 // broker at start, less those acked. Callers hold Bus.mu.
 type index struct {
-	entries map[uint64]indexEntry
-	records uint64 // of the settled entries
-	bytes   int64  // of the settled entries
-	// acked by the consumer while still pending: the outbox still counts
-	// them until their batch is confirmed; Stats subtracts these
-	ackedPending        int
-	ackedPendingRecords uint64
-	ackedPendingBytes   int64
-	recovering          bool                // the start-up browse has not finished
-	tomb                map[uint64]struct{} // acked while recovering
+	entries    map[uint64]indexEntry
+	recovering bool                // the start-up browse has not finished
+	tomb       map[uint64]struct{} // acked while recovering
 }
 
 type indexEntry struct {
 	count     uint32
 	size      int64
 	published time.Time
-	// pending: being forwarded, still counted by the outbox (Stats must not
-	// count it twice); settle clears it
+	// pending: being forwarded, still counted by the outbox; settle clears it
 	pending bool
 	acked   bool // pending and already acked by the consumer
 }
@@ -55,87 +47,63 @@ func (b *Bus) index(queue string) *index {
 
 // add records a message on the broker (pending: not yet acked in the outbox).
 func (ix *index) add(seq uint64, count uint32, size int64, published time.Time, pending bool) {
-	if _, ok := ix.entries[seq]; ok {
-		return
-	}
-	ix.entries[seq] = indexEntry{count: count, size: size, published: published, pending: pending}
-	if !pending {
-		ix.records += uint64(count)
-		ix.bytes += size
+	if _, ok := ix.entries[seq]; !ok {
+		ix.entries[seq] = indexEntry{count: count, size: size, published: published, pending: pending}
 	}
 }
 
 // settle: the outbox no longer holds the message.
 func (ix *index) settle(seq uint64) {
 	e, ok := ix.entries[seq]
-	if !ok || !e.pending {
-		return
+	switch {
+	case !ok || !e.pending:
+	case e.acked:
+		delete(ix.entries, seq)
+	default:
+		e.pending = false
+		ix.entries[seq] = e
 	}
-	if e.acked {
-		ix.forget(seq)
-		return
-	}
-	e.pending = false
-	ix.entries[seq] = e
-	ix.records += uint64(e.count)
-	ix.bytes += e.size
 }
 
-// depth is the number of settled entries.
-func (ix *index) depth() int {
-	n := 0
-	for _, e := range ix.entries {
-		if !e.pending {
-			n++
-		}
-	}
-	return n
-}
-
-// remove drops an acked message.
+// remove drops an acked message. One still pending stays, marked, until its
+// batch settles: the outbox counts it until then.
 func (ix *index) remove(seq uint64) {
 	if ix.recovering {
 		ix.tomb[seq] = struct{}{}
 	}
 	if e, ok := ix.entries[seq]; ok && e.pending {
-		if !e.acked { // the consumer beat the forwarder's receipt
-			e.acked = true
-			ix.entries[seq] = e
-			ix.ackedPending++
-			ix.ackedPendingRecords += uint64(e.count)
-			ix.ackedPendingBytes += e.size
-		}
-		return
-	}
-	ix.forget(seq)
-}
-
-// forget drops a message that is not (or no longer) on the broker.
-func (ix *index) forget(seq uint64) {
-	e, ok := ix.entries[seq]
-	if !ok {
+		e.acked = true // the consumer beat the forwarder's receipt
+		ix.entries[seq] = e
 		return
 	}
 	delete(ix.entries, seq)
-	if e.acked {
-		ix.ackedPending--
-		ix.ackedPendingRecords -= uint64(e.count)
-		ix.ackedPendingBytes -= e.size
-	}
-	if !e.pending {
-		ix.records -= uint64(e.count)
-		ix.bytes -= e.size
-	}
 }
 
-func (ix *index) oldest() time.Time {
-	var o time.Time
+// forget drops a message that is not (or no longer) on the broker.
+func (ix *index) forget(seq uint64) { delete(ix.entries, seq) }
+
+// backlog is the index's contribution to Stats, added to the outbox's own
+// figures: settled messages count; a pending one is the outbox's, unless the
+// consumer already acked it, then it is taken off the outbox's count (so the
+// figures may be negative on their own; records wraps, and the sum with the
+// outbox's figures is exact).
+func (ix *index) backlog() (depth int, records uint64, bytes int64, oldest time.Time) {
 	for _, e := range ix.entries {
-		if !e.pending && (o.IsZero() || e.published.Before(o)) {
-			o = e.published
+		switch {
+		case !e.pending:
+			depth++
+			records += uint64(e.count)
+			bytes += e.size
+			if oldest.IsZero() || e.published.Before(oldest) {
+				oldest = e.published
+			}
+		case e.acked:
+			depth--
+			records -= uint64(e.count)
+			bytes -= e.size
 		}
 	}
-	return o
+	return depth, records, bytes, oldest
 }
 
 // recover browses the broker queue once (a STOMP browser subscription sees
@@ -200,7 +168,6 @@ func (b *Bus) browse(ctx context.Context, queue string) (map[uint64]indexEntry, 
 			if m.Header.Get("browser") == "end" {
 				return found, nil
 			}
-			b.log.Debug("browse message", "headers", m.Header)
 			if seq, count, pub, ok := parseHeaders(m.Header.Get); ok {
 				size, err := strconv.ParseInt(m.Header.Get("content-length"), 10, 64)
 				if err != nil {
