@@ -54,7 +54,7 @@ func (s *stack) metric(name string) (float64, error) {
 // queue, Redis stopped and started. At the end every sequence number edged
 // assigned is stored exactly once at the ingest.
 func TestBackboneFaults(t *testing.T) {
-	integration(t)
+	testsvc.Integration(t)
 	s := newStack(t)
 	amq := testsvc.NewActiveMQ(t, nil) // not started: edged must start without it
 	rds := testsvc.StartRedis(t)

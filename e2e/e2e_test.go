@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/internal/testsvc"
 )
 
 // constSim holds one constant of every kind, in several byte orders, so the
@@ -98,7 +100,7 @@ func checkConsts(pts map[string]latestPoint) error {
 }
 
 func TestSimulatorToIngest(t *testing.T) {
-	integration(t)
+	testsvc.Integration(t)
 	s := newStack(t)
 	simAddr, _ := s.startSim("sim", constSim)
 	s.startIngestd()
@@ -162,12 +164,12 @@ const pymodbusSpec = `{"units": {"1": {
 // TestPymodbusToIngest: the same path with an independent Modbus
 // implementation as the device.
 func TestPymodbusToIngest(t *testing.T) {
-	integration(t)
+	testsvc.Integration(t)
 	if _, err := exec.LookPath("/usr/bin/python3"); err != nil {
 		t.Fatalf("/usr/bin/python3 is required (Debian python3-pymodbus): %v", err)
 	}
 	s := newStack(t)
-	port := freePort(t)
+	port := testsvc.FreePort(t)
 	spec := filepath.Join(s.dir, "pymodbus.json")
 	writeFile(t, spec, pymodbusSpec)
 	// the driver tests' pymodbus server: every value encoded by Python's struct
@@ -225,7 +227,7 @@ type edgedHealth struct {
 // a stream, restarts them, and checks that every sequence number edged ever
 // assigned is stored exactly once at the ingest.
 func TestKill9NothingLost(t *testing.T) {
-	integration(t)
+	testsvc.Integration(t)
 	s := newStack(t)
 	simAddr, sim := s.startSim("sim", constSim)
 	s.startIngestd()
@@ -310,7 +312,7 @@ func TestKill9NothingLost(t *testing.T) {
 }
 
 func TestConfigErrorsRefuseToStart(t *testing.T) {
-	integration(t)
+	testsvc.Integration(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "bad.yaml")
 	writeFile(t, path, "gateway:\n  id: gw\n  colour: blue\n")

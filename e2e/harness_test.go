@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/edged/edged/certs"
+	"github.com/edged/edged/internal/testsvc"
 )
 
 var binDir string
@@ -49,24 +50,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func integration(t *testing.T) {
-	t.Helper()
-	if os.Getenv("EDGED_INTEGRATION") != "1" {
-		t.Skip("set EDGED_INTEGRATION=1 to run the end-to-end tests")
-	}
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // proc is a process a test started; the test's cleanup stops it.
@@ -229,7 +212,7 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{t: t, dir: dir, certs: files, mqttPort: freePort(t), httpPort: freePort(t), edgedHTTP: freePort(t), gatewayID: "gw-e2e"}
+	s := &stack{t: t, dir: dir, certs: files, mqttPort: testsvc.FreePort(t), httpPort: testsvc.FreePort(t), edgedHTTP: testsvc.FreePort(t), gatewayID: "gw-e2e"}
 	reg := "devices:\n  - {product_key: gwPK, device_key: gwDK, secret: gwSecret, cert_login: true, gateway: true}\n"
 	writeFile(t, filepath.Join(dir, "registry.yaml"), reg)
 	s.ingestArgs = []string{"run",
@@ -325,7 +308,7 @@ func (s *stack) startSim(name, simYAML string) (string, *proc) {
 	s.t.Helper()
 	path := filepath.Join(s.dir, name+".yaml")
 	writeFile(s.t, path, simYAML)
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(s.t))
+	addr := fmt.Sprintf("127.0.0.1:%d", testsvc.FreePort(s.t))
 	p := start(s.t, name, filepath.Join(binDir, "edged"), "sim", "modbus", "-config", path, "-listen", addr)
 	eventually(s.t, 10*time.Second, name+" listening", func() error {
 		if p.exited() {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edged/edged/internal/testsvc"
 )
 
 // TestRTUToIngest: pymodbus as an RTU device on a serial line (one end of a
@@ -15,7 +17,7 @@ import (
 // third that is absent: the present ones arrive scaled and typed, the absent
 // one is reported bad, and it does not stop the others.
 func TestRTUToIngest(t *testing.T) {
-	integration(t)
+	testsvc.Integration(t)
 	for _, bin := range []string{"socat", "/usr/bin/python3"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Fatalf("%s is required (apt-get install socat python3-pymodbus): %v", bin, err)
