@@ -591,11 +591,19 @@ func (v *validator) validate(c *Config) {
 		c.Bus.Kind = "embedded"
 	case "embedded":
 	case "activemq":
-		a := &c.Bus.ActiveMQ
-		if a.Address == "" {
+		if c.Bus.ActiveMQ.Address == "" {
 			v.errf("$.bus", "bus", "kind activemq needs activemq.address (the broker's STOMP host:port, e.g. 127.0.0.1:61613)")
-		} else if _, _, err := net.SplitHostPort(a.Address); err != nil {
-			v.errf("$.bus.activemq.address", "bus", "activemq.address %q: %v", a.Address, err)
+		}
+	default:
+		v.errf("$.bus.kind", "bus", "kind %q: use \"embedded\" or \"activemq\"", c.Bus.Kind)
+	}
+	// the activemq section is read with kind embedded too: after a switch
+	// from activemq, edged drains the broker's queues into the embedded bus
+	if a := &c.Bus.ActiveMQ; c.Bus.Kind == "activemq" || a.Address != "" {
+		if a.Address != "" {
+			if _, _, err := net.SplitHostPort(a.Address); err != nil {
+				v.errf("$.bus.activemq.address", "bus", "activemq.address %q: %v", a.Address, err)
+			}
 		}
 		if (a.CAFile != "" || a.CertFile != "" || a.KeyFile != "") && (a.CAFile == "" || a.CertFile == "" || a.KeyFile == "") {
 			v.errf("$.bus.activemq", "bus", "activemq: stomp+ssl needs all of ca, cert and key")
@@ -609,8 +617,6 @@ func (v *validator) validate(c *Config) {
 		if a.LiveTopic == "" {
 			a.LiveTopic = "telemetry.live"
 		}
-	default:
-		v.errf("$.bus.kind", "bus", "kind %q: use \"embedded\" or \"activemq\"", c.Bus.Kind)
 	}
 	if c.Bus.MaxBytes == 0 {
 		c.Bus.MaxBytes = 1 << 30

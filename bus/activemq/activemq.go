@@ -110,27 +110,7 @@ func Open(o Options) (*Bus, error) {
 	if o.DataDir == "" {
 		return nil, errors.New("activemq: no data dir for the outbox")
 	}
-	if o.Prefix == "" {
-		o.Prefix = "edged."
-	}
-	if o.MaxBytes <= 0 {
-		o.MaxBytes = 1 << 30
-	}
-	if o.Prefetch <= 0 {
-		o.Prefetch = 16
-	}
-	if o.HeartBeat <= 0 {
-		o.HeartBeat = 5 * time.Second
-	}
-	if o.TxMessages <= 0 {
-		o.TxMessages = 64
-	}
-	if o.TxBytes <= 0 {
-		o.TxBytes = 4 << 20
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	o.defaults()
 	// Publish enforces MaxBytes over outbox and broker together; the
 	// outbox's own limit is a hard cap above it (a batch the consumer
 	// already acked may sit in the outbox until its receipt is back)
@@ -156,6 +136,31 @@ func Open(o Options) (*Bus, error) {
 		b.mu.Unlock()
 	}
 	return b, nil
+}
+
+// defaults fills in the documented defaults.
+func (o *Options) defaults() {
+	if o.Prefix == "" {
+		o.Prefix = "edged."
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 1 << 30
+	}
+	if o.Prefetch <= 0 {
+		o.Prefetch = 16
+	}
+	if o.HeartBeat <= 0 {
+		o.HeartBeat = 5 * time.Second
+	}
+	if o.TxMessages <= 0 {
+		o.TxMessages = 64
+	}
+	if o.TxBytes <= 0 {
+		o.TxBytes = 4 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 }
 
 // dest is the broker destination of a bus queue.

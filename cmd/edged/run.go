@@ -88,7 +88,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 	dataDir := cfg.Path(cfg.Gateway.DataDir)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	b, err := openBus(cfg, dataDir, log, reg)
+	b, err := openBus(ctx, cfg, dataDir, log, reg)
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,31 +21,68 @@ import (
 
 // openBus opens the message engine the config names. Neither kind needs a
 // broker to be up: the ActiveMQ bus spills to its local outbox meanwhile.
-func openBus(cfg *config.Config, dataDir string, log *slog.Logger, reg prometheus.Registerer) (bus.Bus, error) {
+//
+// Switching bus.kind moves the backlog the other kind left in the data dir
+// (and, from activemq to embedded, on the broker while the config still
+// names it) into the one opened, keeping sequence numbers and the counter:
+// see activemq.FromEmbedded and activemq.ToEmbedded.
+func openBus(ctx context.Context, cfg *config.Config, dataDir string, log *slog.Logger, reg prometheus.Registerer) (bus.Bus, error) {
 	log = log.With("component", "bus")
+	a := cfg.Bus.ActiveMQ
+	o := activemq.Options{
+		Addr: a.Address, Login: a.Login, Passcode: a.Passcode, Prefix: a.Prefix,
+		DataDir: dataDir, MaxBytes: cfg.Bus.MaxBytes, Prefetch: a.Prefetch, HeartBeat: a.HeartBeat,
+		Logger: log,
+	}
+	if a.CAFile != "" {
+		tlsCfg, _, err := certs.ClientConfig(cfg.Path(a.CAFile), cfg.Path(a.CertFile), cfg.Path(a.KeyFile), a.ServerName)
+		if err != nil {
+			return nil, fmt.Errorf("bus: activemq TLS: %w", err)
+		}
+		o.TLS = tlsCfg
+	}
 	switch cfg.Bus.Kind {
 	case "activemq":
-		a := cfg.Bus.ActiveMQ
-		o := activemq.Options{
-			Addr: a.Address, Login: a.Login, Passcode: a.Passcode, Prefix: a.Prefix,
-			DataDir: dataDir, MaxBytes: cfg.Bus.MaxBytes, Prefetch: a.Prefetch, HeartBeat: a.HeartBeat,
-			Logger: log, Registerer: reg,
+		sw, err := activemq.FromEmbedded(ctx, o)
+		if err != nil {
+			return nil, fmt.Errorf("bus: switching from embedded to activemq: %w (the backlog stays in %s)", err, dataDir)
 		}
-		if a.CAFile != "" {
-			tlsCfg, _, err := certs.ClientConfig(cfg.Path(a.CAFile), cfg.Path(a.CertFile), cfg.Path(a.KeyFile), a.ServerName)
-			if err != nil {
-				return nil, fmt.Errorf("bus: activemq TLS: %w", err)
-			}
-			o.TLS = tlsCfg
-		}
+		logSwitch(log, "embedded", "activemq", sw)
+		o.Registerer = reg
 		if a.LiveTopic != "off" {
 			o.Mirror = map[string]string{bus.Telemetry: a.LiveTopic}
 			o.Render = renderLive
 		}
 		return activemq.Open(o)
 	default:
-		return embedded.Open(dataDir, embedded.Options{MaxBytes: cfg.Bus.MaxBytes, Logger: log})
+		b, err := embedded.Open(dataDir, embedded.Options{MaxBytes: cfg.Bus.MaxBytes, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		sw, err := activemq.ToEmbedded(ctx, o, b)
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("bus: switching from activemq to embedded: %w (the backlog stays in %s and on the broker)", err, filepath.Join(dataDir, "outbox"))
+		}
+		logSwitch(log, "activemq", "embedded", sw)
+		if sw.BrokerLeft != nil {
+			log.Error("bus: switched from activemq to embedded, but the broker's queues were not drained: this gateway's backlog there is not delivered. "+
+				"Set bus.activemq.address (and TLS) to the broker and restart to move it, or remove "+filepath.Join(dataDir, "outbox")+" to give it up",
+				"err", sw.BrokerLeft)
+		}
+		return b, nil
 	}
+}
+
+// logSwitch logs what a switch of bus kind moved, if anything.
+func logSwitch(log *slog.Logger, from, to string, sw activemq.Switched) {
+	if sw.Moved()+sw.Local.Duplicates+sw.Broker.Duplicates == 0 {
+		return
+	}
+	log.Info("bus: backlog moved after a switch of bus kind", "from", from, "to", to,
+		"from_local_store", sw.Local.Adopted, "from_broker", sw.Broker.Adopted,
+		"already_moved", sw.Local.Duplicates+sw.Broker.Duplicates,
+		"renumbered", sw.Local.Renumbered+sw.Broker.Renumbered, "foreign_left_on_broker", sw.BrokerForeign)
 }
 
 // renderLive turns a telemetry batch into the JSON local subscribers read.
