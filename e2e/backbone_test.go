@@ -51,8 +51,9 @@ func (s *stack) metric(name string) (float64, error) {
 // ingestd, all real, through every fault of the production backbone in
 // turn: the broker down at start, a broker restart (SIGTERM) and crash
 // (SIGKILL) mid-stream, edged killed with SIGKILL, a foreign message on the
-// queue, Redis stopped and started. At the end every sequence number edged
-// assigned is stored exactly once at the ingest.
+// queue, Redis stopped and started, and a switch of bus and cache kinds to
+// the embedded defaults and back with a backlog waiting. At the end every
+// sequence number edged assigned is stored exactly once at the ingest.
 func TestBackboneFaults(t *testing.T) {
 	testsvc.Integration(t)
 	s := newStack(t)
@@ -64,16 +65,20 @@ func TestBackboneFaults(t *testing.T) {
 	for i := range 10 {
 		fmt.Fprintf(&devs, "  - {name: dev-%02d, link: sim, profile: consts, unit_id: 1, poll: 50ms}\n", i)
 	}
-	s.writeEdgedConfig(fmt.Sprintf(`bus:
-  kind: activemq
+	// the kinds are switched in step 6; both sections stay in the file
+	conf := func(busKind, cacheKind string) string {
+		return s.writeEdgedConfig(fmt.Sprintf(`bus:
+  kind: %s
   activemq: {address: %q, heartbeat: 1s}
 cache:
-  kind: redis
+  kind: %s
   redis: {address: %q}
 links:
   - {name: sim, protocol: modbus-tcp, address: %q, timeout: 500ms}
 %sdevices:
-%s`, amq.Addr(), rds.Addr(), simAddr, constProfile, devs.String()))
+%s`, busKind, amq.Addr(), cacheKind, rds.Addr(), simAddr, constProfile, devs.String()))
+	}
+	conf("activemq", "redis")
 	s.startEdged()
 
 	health := func() backboneHealth {
@@ -176,6 +181,34 @@ links:
 		return nil
 	})
 
+	// 6. switch to the embedded defaults and back, each time with a backlog
+	// waiting (the cloud away): the backlog moves with the switch
+	s.ingestd.stop(t, syscall.SIGTERM)
+	eventually(t, 20*time.Second, "a backlog on the broker while the cloud is away", func() error {
+		if h := health(); h.Bus.Records < 300 {
+			return fmt.Errorf("%d records queued", h.Bus.Records)
+		}
+		return nil
+	})
+	s.edged.stop(t, syscall.SIGTERM)
+	conf("embedded", "memory")
+	s.startEdged()
+	eventually(t, 20*time.Second, "the broker's backlog in the embedded bus", func() error {
+		if h := health(); h.Broker != nil || h.Bus.Records < 300 {
+			return fmt.Errorf("broker %+v, %d records queued", h.Broker, h.Bus.Records)
+		}
+		return nil
+	})
+	if log := s.edged.log.String(); !strings.Contains(log, "backlog moved after a switch of bus kind") {
+		t.Fatalf("edged did not report moving the backlog:\n%s", lastLines(log, 20))
+	}
+	time.Sleep(time.Second) // more records on the embedded bus
+	s.edged.stop(t, syscall.SIGTERM)
+	conf("activemq", "redis")
+	s.startEdged()
+	s.startIngestd()
+	waitMore("two switches of bus kind", 300)
+
 	// drain and count: every sequence number exactly once
 	sim.stop(t, syscall.SIGTERM)
 	var final backboneHealth
@@ -207,5 +240,5 @@ links:
 		return nil
 	})
 	_, doc, _ := s.stored()
-	t.Logf("%d records stored exactly once through broker down/restart/crash, edged kill -9 and Redis down; %d duplicates discarded by the ingest", final.Bus.NextSeq-1, doc.Duplicates)
+	t.Logf("%d records stored exactly once through broker down/restart/crash, edged kill -9, Redis down and two switches of bus kind; %d duplicates discarded by the ingest", final.Bus.NextSeq-1, doc.Duplicates)
 }
