@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -46,6 +47,7 @@ func main() {
 	records := flag.Int("records", 100, "records per message")
 	points := flag.Int("points", 30, "points per record")
 	backlog := flag.Int("backlog", 1_000_000, "records held in ActiveMQ for the memory measurement (0 skips it)")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the edged bus run to this file")
 	flag.Parse()
 	// Ctrl-C: let run's deferred clean-up stop the broker
 	sig := make(chan os.Signal, 1)
@@ -55,6 +57,8 @@ func main() {
 		log.Fatal(err)
 	}
 }
+
+var cpuProfile string
 
 // interrupted is set on Ctrl-C; long waits give up so the clean-up runs.
 var interrupted atomic.Bool
@@ -109,7 +113,18 @@ func run(bin string, messages, records, points, backlog int) (err error) {
 	if err != nil {
 		return err
 	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	ourRate, err := ours(addr, filepath.Join(dir, "ours"), "bench.", body, records, messages)
+	pprof.StopCPUProfile()
 	if err != nil {
 		return err
 	}
