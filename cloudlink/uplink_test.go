@@ -42,7 +42,7 @@ func newCloud(t *testing.T, mqttAddr string) *cloud {
 		t.Fatal(err)
 	}
 	reg := filepath.Join(dir, "registry.yaml")
-	os.WriteFile(reg, []byte("devices:\n  - {product_key: gwPK, device_key: gwDK, secret: gwSecret, cert_login: true, gateway: true}\n"), 0o600)
+	os.WriteFile(reg, []byte("devices:\n  - {product_key: gwPK, device_key: gwDK, secret: gwSecret, cert_login: true, gateway: true, sub_devices: [{product_key: meterPK, device_key: \"*\"}]}\n"), 0o600)
 	return &cloud{dir: dir, files: files, cfg: ingest.Config{
 		MQTTListen: mqttAddr, HTTPListen: "127.0.0.1:0", DataDir: filepath.Join(dir, "data"),
 		CertFile: files.ServerCert, KeyFile: files.ServerKey, ClientCAFile: files.CACert, RegistryFile: reg,

@@ -213,7 +213,7 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	s := &stack{t: t, dir: dir, certs: files, mqttPort: testsvc.FreePort(t), httpPort: testsvc.FreePort(t), edgedHTTP: testsvc.FreePort(t), gatewayID: "gw-e2e"}
-	reg := "devices:\n  - {product_key: gwPK, device_key: gwDK, secret: gwSecret, cert_login: true, gateway: true}\n"
+	reg := "devices:\n  - {product_key: gwPK, device_key: gwDK, secret: gwSecret, cert_login: true, gateway: true,\n      sub_devices: [{product_key: constPK, device_key: \"*\"}, {product_key: meterPK, device_key: \"*\"}]}\n"
 	writeFile(t, filepath.Join(dir, "registry.yaml"), reg)
 	s.ingestArgs = []string{"run",
 		"-mqtt", fmt.Sprintf("127.0.0.1:%d", s.mqttPort), "-http", fmt.Sprintf("127.0.0.1:%d", s.httpPort),

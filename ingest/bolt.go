@@ -28,6 +28,8 @@ import (
 //	latest    pk \0 dk             -> npoints (id time seq reading)*  the newest reading of each measure point
 //	seqs      gateway \0 epoch first -> last     stored sequences as closed ranges, merged as they fill
 //	gateways  gateway               -> epoch duplicates   the newest sender epoch (the fence), duplicates seen
+//	events    pk \0 dk \0 time name \0 id -> values (compact JSON object)
+//	attributes pk \0 dk \0 name        -> time value (compact JSON)
 //
 // A record (all measure points of one device at one time) is one row, not
 // one row per point: a post of 25 records of 100 points is 25 inserts at
@@ -53,6 +55,8 @@ var (
 	bucketLatest   = []byte("latest")
 	bucketSeqs     = []byte("seqs")
 	bucketGateways = []byte("gateways")
+	bucketEvents   = []byte("events")
+	bucketAttrs    = []byte("attributes")
 )
 
 // OpenBoltStore opens (creating if needed) the store file at path. It
@@ -67,7 +71,7 @@ func OpenBoltStore(path string) (*BoltStore, error) {
 		return nil, fmt.Errorf("ingest: open store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRecords, bucketLatest, bucketSeqs, bucketGateways} {
+		for _, b := range [][]byte{bucketRecords, bucketLatest, bucketSeqs, bucketGateways, bucketEvents, bucketAttrs} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

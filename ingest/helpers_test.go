@@ -114,7 +114,12 @@ const testRegistry = `devices:
     secret: gwSecret
     cert_login: true
     gateway: true
+    sub_devices:
+      - {product_key: subPK, device_key: subDK}
+      - {product_key: meterPK, device_key: "*"}
   - {product_key: subPK, device_key: subDK, secret: subSecret}
+  - {product_key: subPK, device_key: sub2, secret: sub2Secret}
+  - {product_key: otherPK, device_key: stranger, secret: strangerSecret}
   - {product_key: meterPK, device_key: plain, secret: plainSecret}
   - {product_key: certPK, device_key: certOnly, cert_login: true}
 `

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edged/edged/cloudlink/enos"
 )
 
 // Query limits of the points API.
@@ -24,6 +26,10 @@ const (
 //	GET /api/v1/devices/{pk}/{dk}/latest                   the newest reading of every measure point
 //	GET /api/v1/devices/{pk}/{dk}/points/{point}?from=&to=&limit=&cursor=
 //	                                                       readings with from <= time < to (RFC 3339 or unix ms), oldest first, paged
+//	GET /api/v1/devices/{pk}/{dk}/events?from=&to=&limit=&cursor=
+//	                                                       the device's events, oldest first, paged
+//	GET /api/v1/devices/{pk}/{dk}/attributes               the device's attributes and when each was set
+//	GET /api/v1/devices/{pk}/{dk}/topology                 a gateway's sub-devices (declared and added) and which are logged in
 //	GET /api/v1/gateways/{gateway}/sequences               stored sequence ranges per origin epoch (gaps = missing data)
 //	GET /metrics                                           Prometheus
 //
@@ -34,6 +40,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.HandleFunc("GET /api/v1/devices/{pk}/{dk}/latest", s.handleLatest)
 	mux.HandleFunc("GET /api/v1/devices/{pk}/{dk}/points/{point}", s.handlePoints)
+	mux.HandleFunc("GET /api/v1/devices/{pk}/{dk}/events", s.handleEvents)
+	mux.HandleFunc("GET /api/v1/devices/{pk}/{dk}/attributes", s.handleAttributes)
+	mux.HandleFunc("GET /api/v1/devices/{pk}/{dk}/topology", s.handleTopology)
 	mux.HandleFunc("GET /api/v1/gateways/{gateway}/sequences", s.handleSequences)
 	if s.gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
@@ -96,24 +105,113 @@ func (s *Server) handleLatest(w http.ResponseWriter, r *http.Request) {
 	}{pk, dk, latest})
 }
 
-func (s *Server) handlePoints(w http.ResponseWriter, r *http.Request) {
+// rangeQuery reads from, to and limit; it writes a 400 and returns ok
+// false when one is bad.
+func rangeQuery(w http.ResponseWriter, r *http.Request) (from, to int64, limit int, ok bool) {
 	q := r.URL.Query()
 	from, err := parseTime(q.Get("from"), 0)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "from: "+err.Error())
-		return
+		return 0, 0, 0, false
 	}
-	to, err := parseTime(q.Get("to"), math.MaxInt64)
+	to, err = parseTime(q.Get("to"), math.MaxInt64)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "to: "+err.Error())
-		return
+		return 0, 0, 0, false
 	}
-	limit := defaultLimit
+	limit = defaultLimit
 	if l := q.Get("limit"); l != "" {
 		if limit, err = strconv.Atoi(l); err != nil || limit < 1 || limit > maxLimit {
 			writeError(w, http.StatusBadRequest, "limit: want 1 to "+strconv.Itoa(maxLimit))
-			return
+			return 0, 0, 0, false
 		}
+	}
+	return from, to, limit, true
+}
+
+// knownDevice writes a 404 and returns false for a device not in the registry.
+func (s *Server) knownDevice(w http.ResponseWriter, r *http.Request) (*RegistryDevice, bool) {
+	pk, dk := r.PathValue("pk"), r.PathValue("dk")
+	dev, ok := s.reg.Device(pk, dk)
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown device "+pk+"/"+dk)
+	}
+	return dev, ok
+}
+
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	from, to, limit, ok := rangeQuery(w, r)
+	if !ok {
+		return
+	}
+	dev, ok := s.knownDevice(w, r)
+	if !ok {
+		return
+	}
+	page, err := s.store.Events(r.Context(), dev.ProductKey, dev.DeviceKey, from, to, r.URL.Query().Get("cursor"), limit)
+	switch {
+	case errors.Is(err, ErrBadCursor):
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if page.Events == nil {
+		page.Events = []Event{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		ProductKey string  `json:"productKey"`
+		DeviceKey  string  `json:"deviceKey"`
+		Events     []Event `json:"events"`
+		Next       string  `json:"next,omitempty"`
+	}{dev.ProductKey, dev.DeviceKey, page.Events, page.Next})
+}
+
+func (s *Server) handleAttributes(w http.ResponseWriter, r *http.Request) {
+	dev, ok := s.knownDevice(w, r)
+	if !ok {
+		return
+	}
+	attrs, err := s.store.Attributes(r.Context(), dev.ProductKey, dev.DeviceKey)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		ProductKey string               `json:"productKey"`
+		DeviceKey  string               `json:"deviceKey"`
+		Attributes map[string]Attribute `json:"attributes"`
+	}{dev.ProductKey, dev.DeviceKey, attrs})
+}
+
+func (s *Server) handleTopology(w http.ResponseWriter, r *http.Request) {
+	dev, ok := s.knownDevice(w, r)
+	if !ok {
+		return
+	}
+	if !dev.Gateway {
+		writeError(w, http.StatusNotFound, dev.ProductKey+"/"+dev.DeviceKey+" is not a gateway")
+		return
+	}
+	declared := make([]SubDeviceRef, len(dev.SubDevices))
+	copy(declared, dev.SubDevices)
+	added := s.topo.List(gwKey(dev))
+	online := s.sess.onlineOf(gwKey(dev))
+	writeJSON(w, http.StatusOK, struct {
+		ProductKey string           `json:"productKey"`
+		DeviceKey  string           `json:"deviceKey"`
+		Declared   []SubDeviceRef   `json:"declared"`
+		Added      []enos.DeviceRef `json:"added"`
+		Online     []enos.DeviceRef `json:"online"`
+	}{dev.ProductKey, dev.DeviceKey, declared, added, online})
+}
+
+func (s *Server) handlePoints(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	from, to, limit, ok := rangeQuery(w, r)
+	if !ok {
+		return
 	}
 	pk, dk, latest, ok := s.latest(w, r)
 	if !ok {

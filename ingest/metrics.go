@@ -27,7 +27,9 @@ const (
 	rejectedFenced      = "fenced"           // 403: sender epoch older than the newest seen
 	rejectedStore       = "store_error"      // 500: the store failed; no PUBACK
 	rejectedUnsupported = "unsupported"      // 501: a request ingestd does not handle
-	rejectedLogin       = "sub_login"        // combine.login refused
+	rejectedLogin       = "sub_login"        // combine.login or topo/add refused: unknown sub-device, bad sign
+	rejectedTopology    = "topology"         // 403: a gateway acting for a device not in its topology
+	rejectedOffline     = "sub_offline"      // 403: a gateway acting for a sub-device that is not logged in
 	rejectedPacketLarge = "packet_too_large" // MQTT packet over the hard limit: connection closed
 )
 
@@ -40,6 +42,8 @@ type metrics struct {
 	items        prometheus.Counter
 	duplicates   prometheus.Counter
 	points       prometheus.Counter
+	events       prometheus.Counter
+	attributes   prometheus.Counter
 	appendTime   prometheus.Histogram
 	latency      prometheus.Histogram
 }
@@ -70,6 +74,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		points: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ingest_points_stored_total", Help: "Measure points stored.",
 		}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingest_events_stored_total", Help: "Device events stored (thing/event/{id}/post).",
+		}),
+		attributes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingest_attribute_updates_total", Help: "Attribute updates stored (thing/attribute/update).",
+		}),
 		appendTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "ingest_store_append_seconds", Help: "Time to store one post durably.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
@@ -80,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17),
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.connAccepted, m.connRefused, m.aclDenied, m.posts, m.rejected, m.items, m.duplicates, m.points, m.appendTime, m.latency} {
+	for _, c := range []prometheus.Collector{m.connAccepted, m.connRefused, m.aclDenied, m.posts, m.rejected, m.items, m.duplicates, m.points, m.events, m.attributes, m.appendTime, m.latency} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -91,7 +101,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.connRefused.WithLabelValues(r)
 	}
 	for _, r := range []string{rejectedMalformed, rejectedTooLarge, rejectedLimit, rejectedForbidden, rejectedFenced,
-		rejectedStore, rejectedUnsupported, rejectedLogin, rejectedPacketLarge} {
+		rejectedStore, rejectedUnsupported, rejectedLogin, rejectedTopology, rejectedOffline, rejectedPacketLarge} {
 		m.rejected.WithLabelValues(r)
 	}
 	m.aclDenied.WithLabelValues("publish")

@@ -25,12 +25,33 @@ type RegistryDevice struct {
 	// CertLogin allows login by client certificate alone: the certificate's
 	// CommonName must equal DeviceKey.
 	CertLogin bool `yaml:"cert_login"`
-	// Gateway allows the device to post for other devices (its
-	// sub-devices) and on their topics. Which sub-devices is not checked
-	// yet: topology enforcement comes with the topology registry.
+	// Gateway allows the device to post for its sub-devices: those in its
+	// topology, which is SubDevices plus what it added with thing/topo/add.
 	Gateway bool `yaml:"gateway"`
+	// SubDevices declares a gateway's sub-devices up front (as an operator
+	// does in the EnOS console). DeviceKey "*" stands for every device of
+	// the product: the usual choice for an edged gateway, whose devices
+	// are defined in its own YAML. A declared sub-device need not be
+	// registered itself unless it logs in (combine.login needs its secret).
+	SubDevices []SubDeviceRef `yaml:"sub_devices"`
 
 	Line int `yaml:"-"`
+}
+
+// SubDeviceRef names a sub-device in the registry.
+type SubDeviceRef struct {
+	ProductKey string `yaml:"product_key" json:"productKey"`
+	DeviceKey  string `yaml:"device_key" json:"deviceKey"` // "*": every device of the product
+}
+
+// Declares reports whether gateway gw declares pk/dk as its sub-device.
+func (gw *RegistryDevice) Declares(pk, dk string) bool {
+	for _, s := range gw.SubDevices {
+		if s.ProductKey == pk && (s.DeviceKey == dk || s.DeviceKey == "*") {
+			return true
+		}
+	}
+	return false
 }
 
 // Registry is the set of known devices, loaded from YAML:
@@ -40,7 +61,10 @@ type RegistryDevice struct {
 //	    device_key: gwDK
 //	    secret: s3cret      # enables secret login
 //	    cert_login: true    # allows login by client certificate (CN = device_key)
-//	    gateway: true       # may post for sub-devices
+//	    gateway: true       # may post for its sub-devices:
+//	    sub_devices:        # declared ones, and those it adds by thing/topo/add
+//	      - {product_key: meterPK, device_key: meter-1}
+//	      - {product_key: pvPK, device_key: "*"}   # every device of pvPK
 //
 // It is read-only once loaded, so safe for concurrent use.
 type Registry struct {
@@ -99,6 +123,18 @@ func ParseRegistry(path string, data []byte) (*Registry, error) {
 		}
 		if d.Secret == "" && !d.CertLogin {
 			errf(d.Line, where, "give a secret or cert_login: true, or the device can never log in")
+		}
+		if len(d.SubDevices) > 0 && !d.Gateway {
+			errf(d.Line, where, "sub_devices: only a gateway (gateway: true) has sub-devices")
+		}
+		for j, sd := range d.SubDevices {
+			line := lines.Line(fmt.Sprintf("$.devices[%d].sub_devices[%d]", i, j))
+			if !enos.ValidKey(sd.ProductKey) || (sd.DeviceKey != "*" && !enos.ValidKey(sd.DeviceKey)) {
+				errf(line, where, "sub_devices[%d]: product_key and device_key (or \"*\") are required, without '&', '/', '+', '#', '|' or control characters", j)
+			}
+			if sd.ProductKey == d.ProductKey && sd.DeviceKey == d.DeviceKey {
+				errf(line, where, "sub_devices[%d]: a gateway is not its own sub-device", j)
+			}
 		}
 		k := devKey{d.ProductKey, d.DeviceKey}
 		if first, dup := reg.devices[k]; dup {

@@ -14,7 +14,10 @@ func TestRegistry(t *testing.T) {
 	if !ok || gw.Secret != "gwSecret" || !gw.CertLogin || !gw.Gateway || gw.Line != 2 {
 		t.Errorf("gwDK: %+v", gw)
 	}
-	if d, ok := reg.Device("certPK", "certOnly"); !ok || d.Secret != "" || !d.CertLogin || d.Gateway || d.Line != 9 {
+	if !gw.Declares("subPK", "subDK") || !gw.Declares("meterPK", "anything") || gw.Declares("subPK", "sub2") || gw.Declares("otherPK", "subDK") {
+		t.Errorf("gwDK declares %+v", gw.SubDevices)
+	}
+	if d, ok := reg.Device("certPK", "certOnly"); !ok || d.Secret != "" || !d.CertLogin || d.Gateway || d.Line != 14 {
 		t.Errorf("certOnly: %+v", d)
 	}
 	if _, ok := reg.Device("gwDK", "gwPK"); ok {
@@ -31,6 +34,9 @@ func TestRegistryErrors(t *testing.T) {
 		{"no login", "devices:\n  - {product_key: p, device_key: d}\n", "registry.yaml:2: device \"p/d\": give a secret or cert_login"},
 		{"duplicate", "devices:\n  - {product_key: p, device_key: d, secret: s}\n  - {product_key: p, device_key: d, secret: t}\n", "registry.yaml:3: device \"p/d\": registered twice (first on line 2)"},
 		{"empty", "devices: []\n", "no devices"},
+		{"sub-devices of a plain device", "devices:\n  - product_key: p\n    device_key: d\n    secret: s\n    sub_devices: [{product_key: q, device_key: \"*\"}]\n", `registry.yaml:2: device "p/d": sub_devices: only a gateway`},
+		{"bad sub-device", "devices:\n  - product_key: p\n    device_key: d\n    secret: s\n    gateway: true\n    sub_devices:\n      - {product_key: q}\n", `registry.yaml:7: device "p/d": sub_devices[0]: product_key and device_key`},
+		{"itself", "devices:\n  - product_key: p\n    device_key: d\n    secret: s\n    gateway: true\n    sub_devices:\n      - {product_key: q, device_key: \"*\"}\n      - {product_key: p, device_key: d}\n", `registry.yaml:8: device "p/d": sub_devices[1]: a gateway is not its own sub-device`},
 		{"not yaml", "devices: [\n", "registry.yaml"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

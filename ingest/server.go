@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +50,10 @@ type Config struct {
 	ClientCAFile string
 
 	RegistryFile string // devices allowed to connect (see Registry)
+	// TopologyFile persists the sub-devices gateways add with
+	// thing/topo/add; default DataDir/topology.json (in memory only when
+	// there is no DataDir).
+	TopologyFile string
 
 	// MaxPayload bounds a request's payload; default 512 KiB. A larger
 	// one, up to twice the size, is answered with code 413 (and
@@ -86,6 +89,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.TopologyFile == "" && c.DataDir != "" {
+		c.TopologyFile = filepath.Join(c.DataDir, "topology.json")
+	}
 }
 
 // Server is the ingest service. Build it with New, run it once with Run.
@@ -97,6 +103,8 @@ type Server struct {
 	metrics  *metrics
 	gatherer prometheus.Gatherer // nil: /metrics is not served
 	limits   enos.Limits
+	topo     *Topology
+	sess     sessions
 
 	store    Store
 	broker   *mqtt.Server
@@ -141,6 +149,10 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 	if err != nil {
 		return nil, err
 	}
+	topo, err := OpenTopology(cfg.TopologyFile)
+	if err != nil {
+		return nil, err
+	}
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
@@ -162,6 +174,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 			MinVersion:   tls.VersionTLS12,
 		},
 		reg:      registry,
+		topo:     topo,
 		metrics:  m,
 		gatherer: g,
 		limits:   enos.Limits{MaxItems: cfg.MaxItems},
@@ -337,6 +350,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 }
 
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
+	h.s.sess.end(cl) // its sub-devices' logins end with the connection
 	if errors.Is(err, packets.ErrPacketTooLarge) {
 		h.s.metrics.rejected.WithLabelValues(rejectedPacketLarge).Inc()
 		h.s.log.Warn("packet over the hard limit: connection closed", "username", cl.Properties.Username, "limit", 2*h.s.cfg.MaxPayload)
@@ -414,18 +428,17 @@ func (s *Server) identity(cl *mqtt.Client) (*RegistryDevice, bool) {
 // /sys/{pk}/{dk}/... and /ext/session/{pk}/{dk}/... topics, and subscribe
 // to the "_reply" topics among them and to its own commands
 // (/sys/{pk}/{dk}/thing/service/..., wildcards allowed after "service/").
-// A gateway may also publish and subscribe on any device's /sys/ topics
-// (its sub-devices': which ones is checked once topology is enforced).
+// A gateway may also publish and subscribe on the /sys/ topics of the
+// sub-devices in its topology (posting there also needs the sub-device to
+// be logged in: processPublish answers that with a reply code).
 func (s *Server) allowed(cl *mqtt.Client, topic string, write bool) bool {
 	dev, ok := s.identity(cl)
 	if !ok {
 		return false
 	}
 	if pk, dk, suffix, ok := enos.ParseTopic(topic); ok {
-		if pk != dev.ProductKey || dk != dev.DeviceKey {
-			if !dev.Gateway {
-				return false
-			}
+		if (pk != dev.ProductKey || dk != dev.DeviceKey) && !s.inTopology(dev, pk, dk) {
+			return false
 		}
 		return write && !strings.ContainsAny(suffix, "+#") || !write && subscribable(suffix)
 	}
@@ -463,25 +476,77 @@ func (s *Server) processPublish(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	topic := pk.TopicName
 	if tpk, tdk, suffix, ok := enos.ParseTopic(topic); ok {
-		switch suffix {
-		case enos.SuffixPost, enos.SuffixResume, enos.SuffixPostBatch, enos.SuffixResumeBatch:
-			return s.post(dev, topic, tpk, tdk, suffix, pk.Payload)
-		}
+		self := tpk == dev.ProductKey && tdk == dev.DeviceKey
 		if strings.HasSuffix(suffix, enos.ReplySuffix) {
 			// A device answering a command: commands are not sent yet.
 			return packets.CodeSuccessIgnore
 		}
-	} else if _, _, suffix, ok := enos.ParseSessionTopic(topic); ok && suffix == enos.SuffixCombineLogin {
-		s.combineLogin(dev, topic, pk.Payload)
-		return packets.CodeSuccessIgnore
+		// A gateway acts on a sub-device's topic only while it is logged in.
+		if !self && !s.sess.online(cl, devKey{tpk, tdk}) {
+			id, _ := enos.PeekID(pk.Payload)
+			s.reject(topic, id, rejectedOffline, enos.CodeForbidden,
+				fmt.Sprintf("sub-device %s/%s is not logged in: send combine.login first", tpk, tdk))
+			return packets.CodeSuccessIgnore
+		}
+		switch {
+		case suffix == enos.SuffixPost, suffix == enos.SuffixResume, suffix == enos.SuffixPostBatch, suffix == enos.SuffixResumeBatch:
+			return s.post(cl, dev, topic, tpk, tdk, suffix, pk.Payload)
+		case !s.checkSize(topic, pk.Payload):
+			return packets.CodeSuccessIgnore
+		case suffix == enos.SuffixAttributeUpdate:
+			return s.attributeUpdate(topic, tpk, tdk, pk.Payload)
+		case strings.HasPrefix(suffix, "thing/event/") && strings.HasSuffix(suffix, "/post") && len(suffix) > len("thing/event//post"):
+			return s.eventPost(topic, tpk, tdk, strings.TrimSuffix(strings.TrimPrefix(suffix, "thing/event/"), "/post"), pk.Payload)
+		case self && suffix == enos.SuffixTopoAdd:
+			s.topoAdd(cl, dev, topic, pk.Payload)
+			return packets.CodeSuccessIgnore
+		case self && suffix == enos.SuffixTopoDelete:
+			s.topoDelete(dev, topic, pk.Payload)
+			return packets.CodeSuccessIgnore
+		case self && suffix == enos.SuffixTopoGet:
+			s.topoGet(dev, topic, pk.Payload)
+			return packets.CodeSuccessIgnore
+		}
+	} else if spk, sdk, suffix, ok := enos.ParseSessionTopic(topic); ok && spk == dev.ProductKey && sdk == dev.DeviceKey {
+		if !s.checkSize(topic, pk.Payload) {
+			return packets.CodeSuccessIgnore
+		}
+		switch suffix {
+		case enos.SuffixCombineLogin:
+			s.combineLogin(cl, dev, topic, pk.Payload)
+			return packets.CodeSuccessIgnore
+		case enos.SuffixCombineLoginBatch:
+			s.combineLoginBatch(cl, dev, topic, pk.Payload)
+			return packets.CodeSuccessIgnore
+		case enos.SuffixCombineLogout:
+			s.combineLogout(cl, dev, topic, pk.Payload)
+			return packets.CodeSuccessIgnore
+		}
 	}
 	id, _ := enos.PeekID(pk.Payload)
 	s.reject(topic, id, rejectedUnsupported, enos.CodeNotImplemented, "not handled by this ingest: "+topic)
 	return packets.CodeSuccessIgnore
 }
 
+// checkSize refuses a request over MaxPayload with a 413 reply.
+func (s *Server) checkSize(topic string, payload []byte) bool {
+	if len(payload) <= s.cfg.MaxPayload {
+		return true
+	}
+	id, _ := enos.PeekID(payload)
+	s.reject(topic, id, rejectedTooLarge, enos.CodeTooLarge,
+		fmt.Sprintf("payload of %d bytes is over the limit of %d", len(payload), s.cfg.MaxPayload))
+	return false
+}
+
+// inTopology reports whether gateway gw may act for pk/dk: declared in the
+// registry or added with thing/topo/add.
+func (s *Server) inTopology(gw *RegistryDevice, pk, dk string) bool {
+	return gw.Gateway && (gw.Declares(pk, dk) || s.topo.Has(devKey{gw.ProductKey, gw.DeviceKey}, pk, dk))
+}
+
 // post stores a measure point post and replies.
-func (s *Server) post(dev *RegistryDevice, topic, tpk, tdk, suffix string, payload []byte) error {
+func (s *Server) post(cl *mqtt.Client, dev *RegistryDevice, topic, tpk, tdk, suffix string, payload []byte) error {
 	if len(payload) > s.cfg.MaxPayload {
 		id, _ := enos.PeekID(payload)
 		s.reject(topic, id, rejectedTooLarge, enos.CodeTooLarge,
@@ -489,16 +554,17 @@ func (s *Server) post(dev *RegistryDevice, topic, tpk, tdk, suffix string, paylo
 		return packets.CodeSuccessIgnore
 	}
 	var (
-		b         Batch
-		id        string
-		method    string
-		err       error
-		wantBatch = suffix == enos.SuffixPostBatch || suffix == enos.SuffixResumeBatch
+		b            Batch
+		id           string
+		method       string
+		err          error
+		allowOffline bool
+		wantBatch    = suffix == enos.SuffixPostBatch || suffix == enos.SuffixResumeBatch
 	)
 	if wantBatch {
 		var pb *enos.PostBatch
 		if pb, err = s.limits.ParsePostBatch(payload); err == nil {
-			id, method, b.Items = pb.ID, pb.Method, pb.Items
+			id, method, b.Items, allowOffline = pb.ID, pb.Method, pb.Items, pb.AllowOfflineSubDevice
 			if pb.Sender != nil {
 				b.Gateway, b.Epoch = pb.Sender.Gateway, pb.Sender.Epoch
 			}
@@ -535,12 +601,25 @@ func (s *Server) post(dev *RegistryDevice, topic, tpk, tdk, suffix string, paylo
 			s.reject(topic, id, rejectedMalformed, enos.CodeMalformed, fmt.Sprintf("params[%d]: invalid productKey or deviceKey", i))
 			return packets.CodeSuccessIgnore
 		}
-		// A gateway posts for its sub-devices (any device, until topology
-		// is enforced); any other device only for itself.
-		if (it.ProductKey != dev.ProductKey || it.DeviceKey != dev.DeviceKey) && !dev.Gateway {
-			s.reject(topic, id, rejectedForbidden, enos.CodeForbidden,
-				fmt.Sprintf("params[%d]: %s/%s is not a gateway and may not post for %s/%s", i, dev.ProductKey, dev.DeviceKey, it.ProductKey, it.DeviceKey))
-			return packets.CodeSuccessIgnore
+		// A gateway posts for the sub-devices in its topology: logged in
+		// (combine.login), or offline when the batch allows it
+		// (allowOfflineSubDevice, as edged sends); any other device posts
+		// only for itself.
+		if it.ProductKey != dev.ProductKey || it.DeviceKey != dev.DeviceKey {
+			switch {
+			case !dev.Gateway:
+				s.reject(topic, id, rejectedForbidden, enos.CodeForbidden,
+					fmt.Sprintf("params[%d]: %s/%s is not a gateway and may not post for %s/%s", i, dev.ProductKey, dev.DeviceKey, it.ProductKey, it.DeviceKey))
+				return packets.CodeSuccessIgnore
+			case !s.inTopology(dev, it.ProductKey, it.DeviceKey):
+				s.reject(topic, id, rejectedTopology, enos.CodeForbidden,
+					fmt.Sprintf("params[%d]: %s/%s is not in the topology of gateway %s/%s: add it (thing/topo/add) or declare it in the registry", i, it.ProductKey, it.DeviceKey, dev.ProductKey, dev.DeviceKey))
+				return packets.CodeSuccessIgnore
+			case !allowOffline && !s.sess.online(cl, devKey{it.ProductKey, it.DeviceKey}) && (it.ProductKey != tpk || it.DeviceKey != tdk):
+				s.reject(topic, id, rejectedOffline, enos.CodeForbidden,
+					fmt.Sprintf("params[%d]: sub-device %s/%s is not logged in (combine.login) and the post does not set allowOfflineSubDevice", i, it.ProductKey, it.DeviceKey))
+				return packets.CodeSuccessIgnore
+			}
 		}
 		for j := range it.Points {
 			if strings.IndexByte(it.Points[j].ID, 0) >= 0 {
@@ -586,49 +665,6 @@ func (s *Server) post(dev *RegistryDevice, topic, tpk, tdk, suffix string, paylo
 	s.metrics.points.Add(float64(res.Points))
 	s.reply(topic, enos.Reply{ID: id, Code: enos.CodeOK})
 	return packets.CodeSuccessIgnore
-}
-
-// combineLogin verifies a gateway's login of a sub-device (combine.login):
-// the sub-device must be registered with a secret and the sign must match.
-// Sessions are not tracked yet: a gateway may post for any sub-device.
-func (s *Server) combineLogin(dev *RegistryDevice, topic string, payload []byte) {
-	var req struct {
-		ID     json.RawMessage `json:"id"`
-		Params struct {
-			ProductKey string `json:"productKey"`
-			DeviceKey  string `json:"deviceKey"`
-			ClientID   string `json:"clientId"`
-			Timestamp  string `json:"timestamp"`
-			Sign       string `json:"sign"`
-			SignMethod string `json:"signMethod"`
-		} `json:"params"`
-	}
-	id, _ := enos.PeekID(payload)
-	if len(payload) > s.cfg.MaxPayload {
-		s.reject(topic, id, rejectedTooLarge, enos.CodeTooLarge, "payload too large")
-		return
-	}
-	if err := json.Unmarshal(payload, &req); err != nil || id == "" {
-		s.reject(topic, id, rejectedMalformed, enos.CodeMalformed, "combine.login: want {id, params: {productKey, deviceKey, clientId, timestamp, sign, signMethod}}")
-		return
-	}
-	p := req.Params
-	sub, ok := s.reg.Device(p.ProductKey, p.DeviceKey)
-	switch {
-	case !dev.Gateway:
-		s.reject(topic, id, rejectedLogin, enos.CodeForbidden, "only a gateway logs sub-devices in")
-	case !ok:
-		s.reject(topic, id, rejectedLogin, enos.CodeNotFound, fmt.Sprintf("unknown device %s/%s", p.ProductKey, p.DeviceKey))
-	case sub.Secret == "":
-		s.reject(topic, id, rejectedLogin, enos.CodeForbidden, "device has no secret")
-	case s.checkTimestamp(p.Timestamp) != "":
-		s.reject(topic, id, rejectedLogin, enos.CodeForbidden, "stale or bad timestamp")
-	case !enos.VerifySign(p.SignMethod, enos.LoginParams(p.ClientID, p.ProductKey, p.DeviceKey, p.Timestamp), sub.Secret, p.Sign):
-		s.reject(topic, id, rejectedLogin, enos.CodeForbidden, "bad sign")
-	default:
-		data, _ := json.Marshal(map[string]string{"productKey": p.ProductKey, "deviceKey": p.DeviceKey})
-		s.reply(topic, enos.Reply{ID: id, Code: enos.CodeOK, Data: data})
-	}
 }
 
 // reject counts a refused request and answers it when its id is known.

@@ -49,6 +49,24 @@ type Store interface {
 	// when the gateway never posted with edged fields.
 	Sequences(ctx context.Context, gateway string) (Sequences, error)
 
+	// AppendEvent stores a device event durably. An event is identified by
+	// (device, Name, Time, ID): storing the same again (a device sending
+	// its QoS 1 request again) replaces it. Names and ids containing NUL
+	// are refused; Values must be a JSON object.
+	AppendEvent(ctx context.Context, e Event) error
+
+	// Events returns the events of a device with from <= time < to,
+	// oldest first (then by name and id), paged like Range.
+	Events(ctx context.Context, productKey, deviceKey string, from, to int64, cursor string, limit int) (EventPage, error)
+
+	// SetAttributes stores a device's attribute values durably, each
+	// replacing the attribute's previous value, all or none. Values must
+	// be valid JSON; names containing NUL are refused.
+	SetAttributes(ctx context.Context, productKey, deviceKey string, attrs map[string]json.RawMessage, at int64) error
+
+	// Attributes returns a device's attributes (an empty map for none).
+	Attributes(ctx context.Context, productKey, deviceKey string) (map[string]Attribute, error)
+
 	// Ping reports whether the store can serve.
 	Ping(ctx context.Context) error
 
@@ -150,6 +168,28 @@ func (r Reading) MarshalJSON() ([]byte, error) {
 type Page struct {
 	Readings []Reading
 	Next     string // cursor of the next page; empty on the last
+}
+
+// Event is one device event (thing/event/{name}/post).
+type Event struct {
+	ProductKey string          `json:"productKey"`
+	DeviceKey  string          `json:"deviceKey"`
+	Name       string          `json:"event"`  // the event's identifier, from the topic
+	Time       int64           `json:"time"`   // unix ms: the device's, or the arrival time
+	ID         string          `json:"id"`     // the request id
+	Values     json.RawMessage `json:"values"` // the output parameters: a JSON object
+}
+
+// EventPage is one page of Events.
+type EventPage struct {
+	Events []Event
+	Next   string // cursor of the next page; empty on the last
+}
+
+// Attribute is the stored value of a device attribute.
+type Attribute struct {
+	Value json.RawMessage `json:"value"`
+	Time  int64           `json:"time"` // unix ms of the update that set it
 }
 
 // Sequences is what a gateway has stored, per origin epoch.

@@ -48,7 +48,10 @@ func appendBatch(dst []byte, method string, id uint64, gateway string, epoch uin
 		}
 		dst = appendRecord(dst, &recs[i])
 	}
-	dst = append(dst, `],"edged":{"gateway":`...)
+	// edged posts for the devices of its YAML without logging each in
+	// (combine.login needs a secret per device): the registry declares
+	// them as the gateway's sub-devices, and the batch says so.
+	dst = append(dst, `],"allowOfflineSubDevice":true,"edged":{"gateway":`...)
 	dst = telemetry.AppendJSONString(dst, gateway)
 	dst = append(dst, `,"epoch":`...)
 	dst = strconv.AppendUint(dst, epoch, 10)

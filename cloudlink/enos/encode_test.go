@@ -22,7 +22,7 @@ func TestAppendPostBatchGolden(t *testing.T) {
 			{ID: "current", Quality: telemetry.Bad, Reason: "timeout"},
 		},
 	}}
-	const want = `{"id":"17","version":"1.0","method":"thing.measurepoint.post.batch","params":[{"productKey":"meterPK","deviceKey":"meter-1","measurepoints":{"voltage":230.1,"breaker":true,"current":{"value":null,"quality":1,"reason":"timeout"}},"time":1700000000000,"edged":{"epoch":1,"seq":1234}}],"edged":{"gateway":"gw-01","epoch":3}}`
+	const want = `{"id":"17","version":"1.0","method":"thing.measurepoint.post.batch","params":[{"productKey":"meterPK","deviceKey":"meter-1","measurepoints":{"voltage":230.1,"breaker":true,"current":{"value":null,"quality":1,"reason":"timeout"}},"time":1700000000000,"edged":{"epoch":1,"seq":1234}}],"allowOfflineSubDevice":true,"edged":{"gateway":"gw-01","epoch":3}}`
 	if got := string(AppendPostBatch(nil, 17, "gw-01", 3, recs)); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}

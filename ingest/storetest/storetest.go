@@ -5,9 +5,11 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"sync"
 	"testing"
 
@@ -32,6 +34,8 @@ func Run(t *testing.T, newStore func(t *testing.T) ingest.Store) {
 		{"Sequences", testSequences},
 		{"Concurrent", testConcurrent},
 		{"RefusesNUL", testRefusesNUL},
+		{"Events", testEvents},
+		{"Attributes", testAttributes},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
@@ -416,5 +420,136 @@ func testDurable(t *testing.T, s ingest.Store, reopen func(t *testing.T, s inges
 	}
 	if l, _ := s.Latest(ctx, "pk", "meter"); l["v"].Value.I != 4 {
 		t.Errorf("latest: %+v", l)
+	}
+}
+
+// sameJSON reports whether two JSON texts hold the same value (a store may
+// reorder an object's keys or change its spacing).
+func sameJSON(a, b []byte) bool {
+	var x, y any
+	return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && reflect.DeepEqual(x, y)
+}
+
+func testEvents(t *testing.T, s ingest.Store) {
+	ctx := context.Background()
+	ev := func(name string, tm int64, id, values string) ingest.Event {
+		return ingest.Event{ProductKey: "pk", DeviceKey: "dk", Name: name, Time: tm, ID: id, Values: json.RawMessage(values)}
+	}
+	in := []ingest.Event{
+		ev("overheat", 1000, "1", `{"temp": 99, "where": "stator"}`),
+		ev("overheat", 2000, "2", `{"temp": 101.5}`),
+		ev("trip", 2000, "3", `{}`),
+		ev("overheat", -5, "4", `{"nested": {"a": [1, true, null]}}`),
+		ev("trip", 3000, "5", `{"reason": "über"}`),
+	}
+	for _, e := range in {
+		if err := s.AppendEvent(ctx, e); err != nil {
+			t.Fatalf("AppendEvent %+v: %v", e, err)
+		}
+	}
+	// The same (device, name, time, id) again replaces: a QoS 1 resend.
+	if err := s.AppendEvent(ctx, ev("overheat", 2000, "2", `{"temp": 102}`)); err != nil {
+		t.Fatal(err)
+	}
+	// Another device's events stay apart.
+	other := ev("trip", 2500, "9", `{}`)
+	other.DeviceKey = "dk2"
+	if err := s.AppendEvent(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	want := []ingest.Event{in[3], in[0], ev("overheat", 2000, "2", `{"temp": 102}`), in[2], in[4]}
+	var got []ingest.Event
+	cursor := ""
+	for pages := 0; ; pages++ {
+		if pages > 10 {
+			t.Fatal("paging does not end")
+		}
+		p, err := s.Events(ctx, "pk", "dk", math.MinInt64, math.MaxInt64, cursor, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Events) > 2 {
+			t.Fatalf("page of %d events, limit 2", len(p.Events))
+		}
+		got = append(got, p.Events...)
+		if p.Next == "" {
+			break
+		}
+		cursor = p.Next
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d events, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.ProductKey != w.ProductKey || g.DeviceKey != w.DeviceKey || g.Name != w.Name || g.Time != w.Time || g.ID != w.ID || !sameJSON(g.Values, w.Values) {
+			t.Errorf("event %d: %+v %s, want %+v %s", i, g, g.Values, w, w.Values)
+		}
+	}
+	// A time range: from <= time < to.
+	p, err := s.Events(ctx, "pk", "dk", 1000, 3000, "", 0)
+	if err != nil || len(p.Events) != 3 || p.Next != "" {
+		t.Errorf("range [1000, 3000): %+v %v", p, err)
+	}
+	if p, err := s.Events(ctx, "pk", "nobody", math.MinInt64, math.MaxInt64, "", 0); err != nil || len(p.Events) != 0 {
+		t.Errorf("no events: %+v %v", p, err)
+	}
+	if _, err := s.Events(ctx, "pk", "dk", 0, 10, "not a cursor", 0); !errors.Is(err, ingest.ErrBadCursor) {
+		t.Errorf("bad cursor: %v", err)
+	}
+	for _, bad := range []ingest.Event{ev("a\x00b", 1, "1", `{}`), ev("a", 1, "", `{}`), ev("a", 1, "1", `[1]`), ev("a", 1, "1", `{"x":`)} {
+		if err := s.AppendEvent(ctx, bad); err == nil {
+			t.Errorf("AppendEvent %q %q %s accepted", bad.Name, bad.ID, bad.Values)
+		}
+	}
+}
+
+func testAttributes(t *testing.T, s ingest.Store) {
+	ctx := context.Background()
+	if a, err := s.Attributes(ctx, "pk", "dk"); err != nil || len(a) != 0 {
+		t.Fatalf("no attributes: %v %v", a, err)
+	}
+	set := func(at int64, kv map[string]string) error {
+		m := map[string]json.RawMessage{}
+		for k, v := range kv {
+			m[k] = json.RawMessage(v)
+		}
+		return s.SetAttributes(ctx, "pk", "dk", m, at)
+	}
+	if err := set(1000, map[string]string{"ratedPower": "5000", "model": `"X-1"`, "tags": `["a", "b"]`}); err != nil {
+		t.Fatal(err)
+	}
+	if err := set(2000, map[string]string{"ratedPower": "5500.5"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Attributes(ctx, "pk", "dk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]ingest.Attribute{
+		"ratedPower": {Value: json.RawMessage("5500.5"), Time: 2000},
+		"model":      {Value: json.RawMessage(`"X-1"`), Time: 1000},
+		"tags":       {Value: json.RawMessage(`["a","b"]`), Time: 1000},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("attributes %v", got)
+	}
+	for k, w := range want {
+		if g := got[k]; g.Time != w.Time || !sameJSON(g.Value, w.Value) {
+			t.Errorf("attribute %s: %s at %d, want %s at %d", k, g.Value, g.Time, w.Value, w.Time)
+		}
+	}
+	// All or nothing: a bad value stores none of the update.
+	if err := set(3000, map[string]string{"ratedPower": "1", "broken": "{"}); err == nil {
+		t.Error("a value that is not JSON accepted")
+	}
+	if err := set(3000, map[string]string{"ratedPower": "1", "a\x00b": "1"}); err == nil {
+		t.Error("a name with NUL accepted")
+	}
+	if got, _ := s.Attributes(ctx, "pk", "dk"); string(got["ratedPower"].Value) != "5500.5" {
+		t.Errorf("a refused update changed ratedPower to %s", got["ratedPower"].Value)
+	}
+	if other, err := s.Attributes(ctx, "pk", "dk2"); err != nil || len(other) != 0 {
+		t.Errorf("another device: %v %v", other, err)
 	}
 }

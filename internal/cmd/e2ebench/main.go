@@ -326,7 +326,7 @@ links:
 	if err != nil {
 		return err
 	}
-	os.WriteFile(filepath.Join(dir, "registry.yaml"), []byte("devices:\n  - {product_key: gwPK, device_key: gwDK, secret: gwSecret, gateway: true}\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "registry.yaml"), []byte("devices:\n  - {product_key: gwPK, device_key: gwDK, secret: gwSecret, gateway: true, sub_devices: [{product_key: benchPK, device_key: \"*\"}]}\n"), 0o644)
 	ingestHTTP := fmt.Sprintf("http://127.0.0.1:%d", ingestPort)
 	ing, err := ps.start(dir, "ingestd", filepath.Join(bin, "ingestd"), "run",
 		"-mqtt", fmt.Sprintf("127.0.0.1:%d", mqttPort), "-http", fmt.Sprintf("127.0.0.1:%d", ingestPort),
