@@ -1,9 +1,17 @@
 // Package cloudlink is the gateway's MQTT link to the cloud. The uplink
-// consumes the bus in order, posts records as EnOS
-// thing.measurepoint.post.batch requests at QoS 1 over mutual TLS, and acks
+// posts records as EnOS batch requests at QoS 1 over mutual TLS, and acks
 // each bus message only after the broker's PUBACK for it: the ingest stores a
 // post durably before it acknowledges it, so a bus message leaves the gateway
 // only once it is safe in the cloud.
+//
+// Two channels, like EnOS Edge's breakpoint resume: real-time data goes on
+// thing.measurepoint.post.batch; history — what was queued before this
+// session began (an outage, a restart) or is older than ResumeAfter — goes on
+// thing.measurepoint.resume.batch, at a bounded rate (ResumeRate), while
+// real-time data keeps flowing: fresh messages reach the uplink through the
+// producer's tap (bus.Tap) and are posted at once, ahead of the ordered
+// consumer that drains the backlog. Within each channel, posts go out in
+// sequence order, so each device's records keep their order.
 package cloudlink
 
 import (
@@ -44,8 +52,22 @@ type Options struct {
 	MaxPayload int           // largest post in bytes (the cloud refuses larger ones); default 256 KiB
 	InFlight   int           // posts awaiting PUBACK at once
 	AckTimeout time.Duration // PUBACK deadline; past it the session is restarted
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+
+	// Tap is the producer's real-time path; without it, real-time data
+	// waits behind a backlog (everything still goes on the right channel).
+	Tap *bus.Tap
+	// ResumeAfter: a message older than this is history, posted on
+	// resume/batch; default 120 minutes (as EnOS).
+	ResumeAfter time.Duration
+	// ResumeRate bounds the backlog's drain in measure points per second;
+	// default 50000. Keep it several times the live rate, or a backlog
+	// never drains.
+	ResumeRate int
+	// ResumeInFlight: backlog posts awaiting PUBACK at once; default
+	// InFlight/2, at least 1.
+	ResumeInFlight int
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
 }
 
 // Uplink is the cloud link stage.
@@ -68,6 +90,15 @@ func New(o Options) *Uplink {
 	}
 	if o.MaxPayload <= 0 {
 		o.MaxPayload = 256 << 10
+	}
+	if o.ResumeAfter <= 0 {
+		o.ResumeAfter = 120 * time.Minute
+	}
+	if o.ResumeRate <= 0 {
+		o.ResumeRate = 50000
+	}
+	if o.ResumeInFlight <= 0 {
+		o.ResumeInFlight = max(1, o.InFlight/2)
 	}
 	if o.SignMethod == "" {
 		o.SignMethod = "sha256"
@@ -149,12 +180,48 @@ func (u *Uplink) clientOptions(lost func(error)) (*mqtt.ClientOptions, error) {
 }
 
 // pending is one bus message on its way: one post, or several when the
-// message is larger than a post may be. It is acked when every post is.
+// message is larger than a post may be. It is done when every post is
+// acknowledged: then its delivery is acked, or, for a message posted from
+// the tap, its claim is settled.
 type pending struct {
-	d       bus.Delivery
+	d       bus.Delivery // nil for a message posted from the tap
+	claim   *claim       // set for a message posted from the tap
 	toks    []mqtt.Token
 	records int
 	sent    time.Time
+}
+
+// claims are the messages the tap posted ahead of the ordered consumer,
+// and where that consumer is. One lock orders the two: a message is posted
+// by whichever takes it first, and the live channel's posts go out in
+// sequence order.
+type claims struct {
+	mu     sync.Mutex
+	pos    uint64 // the consumer's next sequence: it has seen every message below
+	maxEnd uint64 // end of the newest message the tap posted
+	m      map[uint64]*claim
+}
+
+type claim struct {
+	seq   uint64
+	acked bool         // the cloud has it
+	d     bus.Delivery // the consumer's delivery of it, once it got there
+}
+
+// maxClaims bounds the messages the tap may post ahead of the consumer;
+// past it, fresh messages wait for the consumer (and go out as history).
+const maxClaims = 100000
+
+// settle records the cloud's acknowledgement of c and returns the
+// delivery to ack, if the consumer has reached it.
+func (cs *claims) settle(c *claim) bus.Delivery {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	c.acked = true
+	if c.d != nil {
+		delete(cs.m, c.seq)
+	}
+	return c.d
 }
 
 // session runs one MQTT connection: it returns when the connection fails or
@@ -180,26 +247,40 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 	}
 	defer client.Disconnect(250)
 
-	topic := enos.Topic(o.ProductKey, o.DeviceKey, enos.SuffixPostBatch)
-	sub := client.Subscribe(topic+"_reply", 0, u.onReply)
-	if !sub.WaitTimeout(10*time.Second) || sub.Error() != nil {
-		return fmt.Errorf("subscribe to replies: %v", sub.Error())
+	liveTopic := enos.Topic(o.ProductKey, o.DeviceKey, enos.SuffixPostBatch)
+	resumeTopic := enos.Topic(o.ProductKey, o.DeviceKey, enos.SuffixResumeBatch)
+	for _, t := range []string{liveTopic, resumeTopic} {
+		sub := client.Subscribe(t+enos.ReplySuffix, 0, u.onReply)
+		if !sub.WaitTimeout(10*time.Second) || sub.Error() != nil {
+			return fmt.Errorf("subscribe to replies: %v", sub.Error())
+		}
 	}
+	// Everything queued before this session began is history: it goes on
+	// resume/batch, and what is published from now on overtakes it.
+	st, err := o.Bus.Stats(bus.Telemetry)
+	if err != nil {
+		return fmt.Errorf("bus stats: %w", err)
+	}
+	watermark := st.NextSeq
 	u.connected.Store(true)
 	u.m.connected.Set(1)
 	u.lastErr.Store("")
-	o.Logger.Info("cloud link up", "broker", o.Broker, "product_key", o.ProductKey, "device_key", o.DeviceKey)
+	o.Logger.Info("cloud link up", "broker", o.Broker, "product_key", o.ProductKey, "device_key", o.DeviceKey,
+		"backlog_records", st.Records, "backlog_oldest", st.Oldest)
 
 	deliveries, err := o.Bus.Consume(sctx, bus.Telemetry)
 	if err != nil {
 		return fmt.Errorf("consume bus: %w", err)
 	}
-	window := make(chan pending, o.InFlight)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // acker: waits for PUBACKs in publish order
-		defer wg.Done()
-		first := true
+	liveWin := make(chan pending, o.InFlight)
+	resumeWin := make(chan pending, o.ResumeInFlight)
+	cl := &claims{m: map[uint64]*claim{}}
+
+	var ackers sync.WaitGroup
+	first := atomic.Bool{}
+	first.Store(true)
+	acker := func(window <-chan pending) { // waits for PUBACKs in publish order
+		defer ackers.Done()
 	next:
 		for p := range window {
 			for _, tok := range p.toks {
@@ -217,61 +298,41 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 			if sctx.Err() != nil {
 				continue
 			}
-			if err := p.d.Ack(); err != nil {
-				cancel(fmt.Errorf("bus ack: %w", err))
-				continue
+			d := p.d
+			if p.claim != nil {
+				d = cl.settle(p.claim)
 			}
-			if first {
+			if d != nil {
+				if err := d.Ack(); err != nil {
+					cancel(fmt.Errorf("bus ack: %w", err))
+					continue
+				}
+			}
+			if first.CompareAndSwap(true, false) {
 				retry.Reset() // the link carries data again
-				first = false
 			}
 			u.lastAck.Store(time.Now().UnixMilli())
 			u.m.ackSeconds.Observe(time.Since(p.sent).Seconds())
 			u.m.ackedRecords.Add(float64(p.records))
 		}
-	}()
+	}
+	ackers.Add(2)
+	go acker(liveWin)
+	go acker(resumeWin)
 
-	var buf []byte
-	err = func() error {
-		defer close(window)
-		for {
-			var d bus.Delivery
-			var ok bool
-			select {
-			case d, ok = <-deliveries:
-				if !ok {
-					return nil
-				}
-			case <-sctx.Done():
-				return nil
-			}
-			m := d.Message()
-			recs, err := telemetry.DecodeBatch(m.Body, m.Seq)
-			if err != nil {
-				u.deadLetter(sctx, d, err)
-				continue
-			}
-			p := pending{d: d, records: len(recs), sent: time.Now()}
-			var tooBig error
-			buf, tooBig = u.posts(buf, recs, func(payload []byte) {
-				p.toks = append(p.toks, client.Publish(topic, 1, false, payload))
-				u.m.postedBytes.Add(float64(len(payload)))
-			})
-			if tooBig != nil {
-				// nothing was posted: a single record over the cloud's limit
-				// can never be delivered; keep it for inspection
-				u.deadLetter(sctx, d, tooBig)
-				continue
-			}
-			u.m.postedRecords.Add(float64(len(recs)))
-			select {
-			case window <- p:
-			case <-sctx.Done():
-				return nil
-			}
-		}
-	}()
-	wg.Wait()
+	var writers sync.WaitGroup
+	if o.Tap != nil {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			u.tapLoop(sctx, client, liveTopic, watermark, cl, liveWin)
+		}()
+	}
+	err = u.consumeLoop(sctx, client, liveTopic, resumeTopic, watermark, deliveries, cl, liveWin, resumeWin)
+	writers.Wait()
+	close(liveWin)
+	close(resumeWin)
+	ackers.Wait()
 	for range deliveries {
 		// void: the next session starts again at the oldest unacked message;
 		// draining waits for the bus to release the consumer
@@ -282,12 +343,190 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 	return err
 }
 
+// tapLoop posts fresh messages from the tap on the live channel, ahead of
+// the ordered consumer. It skips what the consumer has already reached,
+// what was queued before the session (history), and messages it cannot
+// decode or post (the consumer deals with them).
+func (u *Uplink) tapLoop(ctx context.Context, client mqtt.Client, topic string, watermark uint64, cl *claims, window chan<- pending) {
+	var buf []byte
+	for {
+		var m bus.Message
+		select {
+		case m = <-u.o.Tap.C():
+		case <-ctx.Done():
+			return
+		}
+		if m.Seq < watermark || time.Since(m.Published) > u.o.ResumeAfter {
+			continue // history: the consumer posts it on resume/batch
+		}
+		recs, err := telemetry.DecodeBatch(m.Body, m.Seq)
+		if err != nil {
+			continue
+		}
+		p := pending{records: len(recs), sent: time.Now()}
+		cl.mu.Lock()
+		if m.Seq < cl.pos || len(cl.m) >= maxClaims {
+			cl.mu.Unlock()
+			continue
+		}
+		var tooBig error
+		buf, tooBig = u.posts(buf, recs, false, func(payload []byte) {
+			p.toks = append(p.toks, client.Publish(topic, 1, false, payload))
+			u.m.postedBytes.Add(float64(len(payload)))
+		})
+		if tooBig == nil {
+			p.claim = &claim{seq: m.Seq}
+			cl.m[m.Seq] = p.claim
+			cl.maxEnd = m.Seq + uint64(m.Count)
+		}
+		cl.mu.Unlock()
+		if tooBig != nil {
+			continue // nothing was posted; the consumer dead-letters it
+		}
+		u.m.postedRecords.Add(float64(len(recs)))
+		u.m.tapRecords.Add(float64(len(recs)))
+		select {
+		case window <- p:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// consumeLoop reads the queue in order. A message the tap has posted is
+// acked once the cloud has it; history (queued before the session began,
+// older than ResumeAfter, or passed over by the tap) goes on resume/batch
+// at ResumeRate, yielding to the live channel; the rest goes live.
+func (u *Uplink) consumeLoop(ctx context.Context, client mqtt.Client, liveTopic, resumeTopic string, watermark uint64,
+	deliveries <-chan bus.Delivery, cl *claims, liveWin, resumeWin chan<- pending) error {
+	var buf []byte
+	pace := pacer{rate: float64(u.o.ResumeRate)}
+	for {
+		var d bus.Delivery
+		var ok bool
+		select {
+		case d, ok = <-deliveries:
+			if !ok {
+				return nil
+			}
+		case <-ctx.Done():
+			return nil
+		}
+		m := d.Message()
+		cl.mu.Lock()
+		cl.pos = max(cl.pos, m.Seq+uint64(m.Count))
+		if c, claimed := cl.m[m.Seq]; claimed {
+			c.d = d
+			acked := c.acked
+			if acked {
+				delete(cl.m, m.Seq)
+			}
+			cl.mu.Unlock()
+			if acked {
+				if err := d.Ack(); err != nil {
+					return fmt.Errorf("bus ack: %w", err)
+				}
+			}
+			continue
+		}
+		history := m.Seq < watermark || m.Seq < cl.maxEnd || time.Since(m.Published) > u.o.ResumeAfter
+		if history {
+			cl.mu.Unlock()
+		}
+		recs, err := telemetry.DecodeBatch(m.Body, m.Seq)
+		if err != nil {
+			if !history {
+				cl.mu.Unlock()
+			}
+			u.deadLetter(ctx, d, err)
+			continue
+		}
+		topic, window := liveTopic, liveWin
+		if history {
+			topic, window = resumeTopic, resumeWin
+			n := 0
+			for i := range recs {
+				n += len(recs[i].Points)
+			}
+			// Real-time first: wait while the live channel is busy, then
+			// for the rate budget.
+			for len(liveWin) > cap(liveWin)/2 && ctx.Err() == nil {
+				sleepCtx(ctx, 5*time.Millisecond)
+			}
+			if err := pace.wait(ctx, n); err != nil {
+				return nil
+			}
+		}
+		p := pending{d: d, records: len(recs), sent: time.Now()}
+		var tooBig error
+		buf, tooBig = u.posts(buf, recs, history, func(payload []byte) {
+			p.toks = append(p.toks, client.Publish(topic, 1, false, payload))
+			u.m.postedBytes.Add(float64(len(payload)))
+		})
+		if !history {
+			cl.mu.Unlock()
+		}
+		if tooBig != nil {
+			// nothing was posted: a single record over the cloud's limit
+			// can never be delivered; keep it for inspection
+			u.deadLetter(ctx, d, tooBig)
+			continue
+		}
+		u.m.postedRecords.Add(float64(len(recs)))
+		if history {
+			u.m.resumedRecords.Add(float64(len(recs)))
+		}
+		select {
+		case window <- p:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// pacer spaces the backlog's posts to a rate in points per second, with up
+// to a second's burst.
+type pacer struct {
+	rate float64
+	next time.Time
+}
+
+func (p *pacer) wait(ctx context.Context, points int) error {
+	now := time.Now()
+	if p.next.Before(now.Add(-time.Second)) {
+		p.next = now.Add(-time.Second)
+	}
+	if d := p.next.Sub(now); d > 0 {
+		if !sleepCtx(ctx, d) {
+			return ctx.Err()
+		}
+	}
+	p.next = p.next.Add(time.Duration(float64(points) / p.rate * float64(time.Second)))
+	return nil
+}
+
+// sleepCtx sleeps for d; false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // posts encodes recs as one post, or, when that is over MaxPayload, as
 // several smaller ones (halving until each fits), and hands each payload to
-// publish in record order. A single record over the limit is an error and
-// nothing is published.
-func (u *Uplink) posts(buf []byte, recs []telemetry.Record, publish func([]byte)) ([]byte, error) {
-	buf = enos.AppendPostBatch(buf[:0], u.nextID.Add(1), u.o.Gateway, u.o.Epoch, recs)
+// publish in record order; resume picks the resume/batch method. A single
+// record over the limit is an error and nothing is published.
+func (u *Uplink) posts(buf []byte, recs []telemetry.Record, resume bool, publish func([]byte)) ([]byte, error) {
+	encode := enos.AppendPostBatch
+	if resume {
+		encode = enos.AppendResumeBatch
+	}
+	buf = encode(buf[:0], u.nextID.Add(1), u.o.Gateway, u.o.Epoch, recs)
 	if len(buf) <= u.o.MaxPayload { // the common case: one post
 		publish(append([]byte(nil), buf...)) // paho keeps the payload until PUBACK
 		return buf, nil
@@ -295,7 +534,7 @@ func (u *Uplink) posts(buf []byte, recs []telemetry.Record, publish func([]byte)
 	var parts [][]telemetry.Record
 	var split func(rs []telemetry.Record) error
 	split = func(rs []telemetry.Record) error {
-		buf = enos.AppendPostBatch(buf[:0], 0, u.o.Gateway, u.o.Epoch, rs)
+		buf = encode(buf[:0], 0, u.o.Gateway, u.o.Epoch, rs)
 		if len(buf) <= u.o.MaxPayload {
 			parts = append(parts, rs)
 			return nil
@@ -312,7 +551,7 @@ func (u *Uplink) posts(buf []byte, recs []telemetry.Record, publish func([]byte)
 		return buf, err
 	}
 	for _, part := range parts {
-		buf = enos.AppendPostBatch(buf[:0], u.nextID.Add(1), u.o.Gateway, u.o.Epoch, part)
+		buf = encode(buf[:0], u.nextID.Add(1), u.o.Gateway, u.o.Epoch, part)
 		publish(append([]byte(nil), buf...)) // paho keeps the payload until PUBACK
 	}
 	return buf, nil
@@ -362,18 +601,21 @@ func (u *Uplink) onReply(_ mqtt.Client, msg mqtt.Message) {
 type uplinkMetrics struct {
 	connected                                                             prometheus.Gauge
 	sessionErrors, postedRecords, postedBytes, ackedRecords, deadLettered prometheus.Counter
+	resumedRecords, tapRecords                                            prometheus.Counter
 	ackSeconds                                                            prometheus.Histogram
 	replies                                                               *prometheus.CounterVec
 }
 
 func newUplinkMetrics(r prometheus.Registerer) *uplinkMetrics {
 	m := &uplinkMetrics{
-		connected:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "edged_uplink_connected", Help: "1 while the MQTT session to the cloud is up."}),
-		sessionErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_uplink_session_errors_total", Help: "Cloud sessions that failed (connect refused, connection lost, PUBACK late)."}),
-		postedRecords: prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_uplink_posted_records_total", Help: "Records posted (including re-posts after a failure)."}),
-		postedBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_uplink_posted_bytes_total", Help: "Payload bytes posted."}),
-		ackedRecords:  prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_uplink_acked_records_total", Help: "Records acknowledged by the cloud (PUBACK) and removed from the bus."}),
-		deadLettered:  prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_uplink_dead_lettered_total", Help: "Bus messages that could not be decoded, moved to the dead-letter queue."}),
+		connected:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "edged_uplink_connected", Help: "1 while the MQTT session to the cloud is up."}),
+		sessionErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_uplink_session_errors_total", Help: "Cloud sessions that failed (connect refused, connection lost, PUBACK late)."}),
+		postedRecords:  prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_uplink_posted_records_total", Help: "Records posted (including re-posts after a failure)."}),
+		resumedRecords: prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_uplink_resumed_records_total", Help: "Records posted as history on resume/batch (queued before the session began, or older than resume_after)."}),
+		tapRecords:     prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_uplink_live_ahead_records_total", Help: "Real-time records posted from the producer's tap, ahead of the ordered consumer."}),
+		postedBytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_uplink_posted_bytes_total", Help: "Payload bytes posted."}),
+		ackedRecords:   prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_uplink_acked_records_total", Help: "Records acknowledged by the cloud (PUBACK) and removed from the bus."}),
+		deadLettered:   prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_uplink_dead_lettered_total", Help: "Bus messages that could not be decoded, moved to the dead-letter queue."}),
 		ackSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "edged_uplink_ack_duration_seconds", Help: "Time from posting to PUBACK.",
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 5},
@@ -381,7 +623,7 @@ func newUplinkMetrics(r prometheus.Registerer) *uplinkMetrics {
 		replies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edged_uplink_replies_total", Help: "Replies from the cloud by result code."}, []string{"code"}),
 	}
 	if r != nil {
-		r.MustRegister(m.connected, m.sessionErrors, m.postedRecords, m.postedBytes, m.ackedRecords, m.deadLettered, m.ackSeconds, m.replies)
+		r.MustRegister(m.connected, m.sessionErrors, m.postedRecords, m.resumedRecords, m.tapRecords, m.postedBytes, m.ackedRecords, m.deadLettered, m.ackSeconds, m.replies)
 	}
 	return m
 }

@@ -72,6 +72,14 @@ type Cloud struct {
 	Linger     time.Duration `yaml:"linger"`      // how long a post waits to fill, default 100ms
 	InFlight   int           `yaml:"in_flight"`   // posts awaiting PUBACK at once, default 8
 	AckTimeout time.Duration `yaml:"ack_timeout"` // PUBACK deadline before reconnecting, default 10s
+	// ResumeAfter: records older than this, and everything queued before
+	// the cloud session began (an outage, a restart), are history, posted
+	// on resume/batch while real-time data keeps flowing on post/batch;
+	// default 120m (as EnOS).
+	ResumeAfter time.Duration `yaml:"resume_after"`
+	// ResumeRate bounds the drain of history in measure points per second,
+	// default 50000; keep it several times the gateway's live rate.
+	ResumeRate int `yaml:"resume_rate"`
 }
 
 // Bus selects the message engine.
@@ -585,6 +593,9 @@ func (v *validator) validate(c *Config) {
 	defDur(&cl.AckTimeout, 10*time.Second)
 	v.positive("$.cloud.batch", "cloud", "batch", cl.Batch)
 	v.positive("$.cloud.in_flight", "cloud", "in_flight", cl.InFlight)
+	defDur(&cl.ResumeAfter, 120*time.Minute)
+	defInt(&cl.ResumeRate, 50000)
+	v.positive("$.cloud.resume_rate", "cloud", "resume_rate", cl.ResumeRate)
 
 	switch c.Bus.Kind {
 	case "":

@@ -37,6 +37,9 @@ type ProducerOptions struct {
 	MaxRecords int           // records per bus message, default 500
 	MaxPoints  int           // measure points per bus message, default 10000
 	Linger     time.Duration // how long a partial batch waits, default 50ms
+	// Tap, if set, is offered every message once it is durable, for the
+	// uplink's real-time path (see bus.Tap).
+	Tap        *bus.Tap
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -85,6 +88,9 @@ func (p *Producer) Run(ctx context.Context) error {
 			p.m.lost.Add(float64(len(pending)))
 			pending = pending[:0]
 			return err
+		}
+		if o.Tap != nil {
+			o.Tap.Offer(bus.Message{Seq: seq, Count: uint32(len(pending)), Published: time.Now(), Body: append([]byte(nil), buf...)})
 		}
 		for i := range pending {
 			pending[i].Seq = seq + uint64(i)

@@ -114,9 +114,10 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 	if err != nil {
 		return err
 	}
+	tap := bus.NewTap(0) // fresh records reach the uplink ahead of a backlog
 	g.producer = pipeline.NewProducer(pipeline.ProducerOptions{
 		In: readings, Normaliser: g.norm, Bus: b, Cache: g.cache,
-		Gateway: cfg.Gateway.ID, Epoch: epoch, MaxRecords: cfg.Cloud.Batch,
+		Gateway: cfg.Gateway.ID, Epoch: epoch, MaxRecords: cfg.Cloud.Batch, Tap: tap,
 		Logger: log.With("component", "producer"), Registerer: reg,
 	})
 	g.uplink = cloudlink.New(cloudlink.Options{
@@ -125,9 +126,13 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 		Secret: cfg.Cloud.Secret, SignMethod: cfg.Cloud.SignMethod,
 		Gateway: cfg.Gateway.ID, Epoch: epoch, Bus: b,
 		MaxPayload: cfg.Cloud.MaxPayload, InFlight: cfg.Cloud.InFlight, AckTimeout: cfg.Cloud.AckTimeout,
+		Tap: tap, ResumeAfter: cfg.Cloud.ResumeAfter, ResumeRate: cfg.Cloud.ResumeRate,
 		Logger: log.With("component", "uplink"), Registerer: reg,
 	})
 	registerBusMetrics(reg, b)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edged_uplink_tap_dropped_total",
+		Help: "Fresh bus messages the uplink's real-time path did not take (link down or slower than polling); they stay queued and go out in order."},
+		func() float64 { return float64(tap.Dropped()) }))
 
 	srv, err := g.serveHTTP(reg)
 	if err != nil {
