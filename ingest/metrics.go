@@ -5,17 +5,18 @@ import "github.com/prometheus/client_golang/prometheus"
 // Reasons a connection is refused (label "reason" of
 // ingest_connections_refused_total).
 const (
-	refusedTLSBadCert     = "tls_bad_cert"     // client certificate not signed by the client CA, expired, ...
-	refusedTLSNoCert      = "tls_no_cert"      // no client certificate
-	refusedTLSHandshake   = "tls_handshake"    // any other handshake failure (protocol, timeout, not TLS)
-	refusedBadUsername    = "bad_username"     // not deviceKey&productKey
-	refusedUnknownDevice  = "unknown_device"   // not in the registry
-	refusedBadClientID    = "bad_client_id"    // garbled client id, securemode not 2, unknown sign method
-	refusedStaleTimestamp = "stale_timestamp"  // login timestamp outside LoginMaxSkew
-	refusedBadSignature   = "bad_signature"    // wrong password
-	refusedNoSecret       = "secret_login_off" // password given, but the device has no secret
-	refusedNoCertLogin    = "cert_login_off"   // no password, and cert_login is not enabled
-	refusedCertMismatch   = "cert_mismatch"    // certificate CommonName is not the device key
+	refusedTLSBadCert         = "tls_bad_cert"         // client certificate not signed by the client CA, expired, ...
+	refusedTLSNoCert          = "tls_no_cert"          // no client certificate
+	refusedTLSHandshake       = "tls_handshake"        // any other handshake failure (protocol, timeout, not TLS)
+	refusedBadUsername        = "bad_username"         // not deviceKey&productKey
+	refusedUnknownDevice      = "unknown_device"       // not in the registry
+	refusedBadClientID        = "bad_client_id"        // garbled client id, securemode not 2, unknown sign method
+	refusedStaleTimestamp     = "stale_timestamp"      // login timestamp outside LoginMaxSkew
+	refusedBadSignature       = "bad_signature"        // wrong password
+	refusedNoSecret           = "secret_login_off"     // password given, but the device has no secret
+	refusedNoCertLogin        = "cert_login_off"       // no password, and cert_login is not enabled
+	refusedCertMismatch       = "cert_mismatch"        // not the bound certificate, or (unbound) CommonName is not the device key
+	refusedCertBoundElsewhere = "cert_bound_elsewhere" // the certificate is bound to another device
 )
 
 // Reasons a post is rejected (label "reason" of ingest_posts_rejected_total).
@@ -97,7 +98,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	// Known reasons start at zero, so dashboards see them before they happen.
 	for _, r := range []string{refusedTLSBadCert, refusedTLSNoCert, refusedTLSHandshake, refusedBadUsername, refusedUnknownDevice,
-		refusedBadClientID, refusedStaleTimestamp, refusedBadSignature, refusedNoSecret, refusedNoCertLogin, refusedCertMismatch} {
+		refusedBadClientID, refusedStaleTimestamp, refusedBadSignature, refusedNoSecret, refusedNoCertLogin, refusedCertMismatch, refusedCertBoundElsewhere} {
 		m.connRefused.WithLabelValues(r)
 	}
 	for _, r := range []string{rejectedMalformed, rejectedTooLarge, rejectedLimit, rejectedForbidden, rejectedFenced,

@@ -1,10 +1,14 @@
 package ingest
 
 import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -22,9 +26,16 @@ type RegistryDevice struct {
 	// Secret enables EnOS secret login (and verifies a sub-device's
 	// combine.login).
 	Secret string `yaml:"secret"`
-	// CertLogin allows login by client certificate alone: the certificate's
-	// CommonName must equal DeviceKey.
+	// CertLogin allows login by client certificate alone: the certificate
+	// must be the one bound below, or, with no binding, its CommonName must
+	// equal DeviceKey.
 	CertLogin bool `yaml:"cert_login"`
+	// CertSHA256 and CertSerial bind a client certificate to this device:
+	// its SHA-256 fingerprint (hex, colons allowed) or its serial number
+	// (hex, colons allowed; unique per issuing CA). A bound certificate
+	// can log in as this device only, whatever the login method.
+	CertSHA256 string `yaml:"cert_sha256"`
+	CertSerial string `yaml:"cert_serial"`
 	// Gateway allows the device to post for its sub-devices: those in its
 	// topology, which is SubDevices plus what it added with thing/topo/add.
 	Gateway bool `yaml:"gateway"`
@@ -68,7 +79,39 @@ func (gw *RegistryDevice) Declares(pk, dk string) bool {
 //
 // It is read-only once loaded, so safe for concurrent use.
 type Registry struct {
-	devices map[devKey]*RegistryDevice
+	devices  map[devKey]*RegistryDevice
+	bySHA256 map[string]*RegistryDevice // normalised fingerprint → device
+	bySerial map[string]*RegistryDevice // normalised serial → device
+}
+
+// normHex lowercases a hex string and drops colons and leading zeros of a
+// serial (so "0A:1b" and "a1b" match).
+func normHex(s string, serial bool) (string, bool) {
+	s = strings.ToLower(strings.ReplaceAll(s, ":", ""))
+	if serial {
+		s = strings.TrimLeft(s, "0")
+		if s == "" {
+			s = "0"
+		}
+	}
+	if _, err := hex.DecodeString(s + strings.Repeat("0", len(s)%2)); err != nil || s == "" {
+		return "", false
+	}
+	return s, true
+}
+
+// CertBinding returns the device a client certificate is bound to, if any.
+func (r *Registry) CertBinding(cert *x509.Certificate) (*RegistryDevice, bool) {
+	sum := sha256.Sum256(cert.Raw)
+	if d, ok := r.bySHA256[hex.EncodeToString(sum[:])]; ok {
+		return d, true
+	}
+	if s, ok := normHex(cert.SerialNumber.Text(16), true); ok {
+		if d, ok := r.bySerial[s]; ok {
+			return d, true
+		}
+	}
+	return nil, false
 }
 
 type devKey struct{ pk, dk string }
@@ -110,7 +153,7 @@ func ParseRegistry(path string, data []byte) (*Registry, error) {
 	errf := func(line int, where, format string, args ...any) {
 		errs = append(errs, &config.Error{File: path, Line: line, Where: where, Msg: fmt.Sprintf(format, args...)})
 	}
-	reg := &Registry{devices: make(map[devKey]*RegistryDevice, len(doc.Devices))}
+	reg := &Registry{devices: make(map[devKey]*RegistryDevice, len(doc.Devices)), bySHA256: map[string]*RegistryDevice{}, bySerial: map[string]*RegistryDevice{}}
 	for i := range doc.Devices {
 		d := &doc.Devices[i]
 		d.Line = lines.Line(fmt.Sprintf("$.devices[%d]", i))
@@ -136,6 +179,23 @@ func ParseRegistry(path string, data []byte) (*Registry, error) {
 				errf(line, where, "sub_devices[%d]: a gateway is not its own sub-device", j)
 			}
 		}
+		bind := func(field, value string, serial bool, m map[string]*RegistryDevice) {
+			if value == "" {
+				return
+			}
+			n, ok := normHex(value, serial)
+			if !ok || !serial && len(n) != 64 {
+				errf(d.Line, where, "%s %q: want hex (colons allowed)%s", field, value, map[bool]string{false: ", 32 bytes", true: ""}[serial])
+				return
+			}
+			if other, dup := m[n]; dup {
+				errf(d.Line, where, "%s: the certificate is already bound to %s/%s (line %d)", field, other.ProductKey, other.DeviceKey, other.Line)
+				return
+			}
+			m[n] = d
+		}
+		bind("cert_sha256", d.CertSHA256, false, reg.bySHA256)
+		bind("cert_serial", d.CertSerial, true, reg.bySerial)
 		k := devKey{d.ProductKey, d.DeviceKey}
 		if first, dup := reg.devices[k]; dup {
 			errf(d.Line, where, "registered twice (first on line %d)", first.Line)

@@ -34,6 +34,8 @@ func TestRegistryErrors(t *testing.T) {
 		{"no login", "devices:\n  - {product_key: p, device_key: d}\n", "registry.yaml:2: device \"p/d\": give a secret or cert_login"},
 		{"duplicate", "devices:\n  - {product_key: p, device_key: d, secret: s}\n  - {product_key: p, device_key: d, secret: t}\n", "registry.yaml:3: device \"p/d\": registered twice (first on line 2)"},
 		{"empty", "devices: []\n", "no devices"},
+		{"bad fingerprint", "devices:\n  - {product_key: p, device_key: d, cert_login: true, cert_sha256: \"zz\"}\n", `registry.yaml:2: device "p/d": cert_sha256 "zz": want hex (colons allowed), 32 bytes`},
+		{"certificate bound twice", "devices:\n  - {product_key: p, device_key: d, cert_login: true, cert_serial: \"0a\"}\n  - {product_key: p, device_key: e, cert_login: true, cert_serial: \"A\"}\n", `registry.yaml:3: device "p/e": cert_serial: the certificate is already bound to p/d (line 2)`},
 		{"sub-devices of a plain device", "devices:\n  - product_key: p\n    device_key: d\n    secret: s\n    sub_devices: [{product_key: q, device_key: \"*\"}]\n", `registry.yaml:2: device "p/d": sub_devices: only a gateway`},
 		{"bad sub-device", "devices:\n  - product_key: p\n    device_key: d\n    secret: s\n    gateway: true\n    sub_devices:\n      - {product_key: q}\n", `registry.yaml:7: device "p/d": sub_devices[0]: product_key and device_key`},
 		{"itself", "devices:\n  - product_key: p\n    device_key: d\n    secret: s\n    gateway: true\n    sub_devices:\n      - {product_key: q, device_key: \"*\"}\n      - {product_key: p, device_key: d}\n", `registry.yaml:8: device "p/d": sub_devices[1]: a gateway is not its own sub-device`},

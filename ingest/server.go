@@ -369,6 +369,20 @@ func (s *Server) authenticate(cl *mqtt.Client, pk packets.Packet) (*RegistryDevi
 	if !ok {
 		return nil, refusedUnknownDevice
 	}
+	var cert *x509.Certificate
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			cert = certs[0]
+		}
+	}
+	// A certificate bound to a device logs in as that device only.
+	bound, isBound := (*RegistryDevice)(nil), false
+	if cert != nil {
+		bound, isBound = s.reg.CertBinding(cert)
+		if isBound && bound != dev {
+			return nil, refusedCertBoundElsewhere
+		}
+	}
 	if len(pk.Connect.Password) > 0 {
 		if dev.Secret == "" {
 			return nil, refusedNoSecret
@@ -388,12 +402,14 @@ func (s *Server) authenticate(cl *mqtt.Client, pk packets.Packet) (*RegistryDevi
 	if !dev.CertLogin {
 		return nil, refusedNoCertLogin
 	}
-	tc, ok := cl.Net.Conn.(*tls.Conn)
-	if !ok {
+	switch {
+	case cert == nil:
 		return nil, refusedCertMismatch
-	}
-	certs := tc.ConnectionState().PeerCertificates
-	if len(certs) == 0 || certs[0].Subject.CommonName != dk {
+	case dev.CertSHA256 != "" || dev.CertSerial != "":
+		if !isBound { // bound != dev was refused above
+			return nil, refusedCertMismatch
+		}
+	case cert.Subject.CommonName != dk:
 		return nil, refusedCertMismatch
 	}
 	return dev, ""

@@ -5,7 +5,8 @@
 set -euo pipefail
 
 need_pkgs=()
-/usr/bin/python3 -c 'import pymodbus' 2>/dev/null || need_pkgs+=(python3-pymodbus)
+# pymodbus's servers import pyserial, which the package only recommends
+/usr/bin/python3 -c 'import pymodbus.server, serial, serial_asyncio' 2>/dev/null || need_pkgs+=(python3-pymodbus python3-serial python3-serial-asyncio)
 command -v mbpoll >/dev/null 2>&1 || need_pkgs+=(mbpoll)
 command -v socat >/dev/null 2>&1 || need_pkgs+=(socat)
 # the production backbone: ActiveMQ (started per test by scripts/activemq.sh)
@@ -16,6 +17,8 @@ command -v keytool >/dev/null 2>&1 || need_pkgs+=(default-jre-headless)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || need_pkgs+=(redis-tools)
+# PostgreSQL for ingest/pgstore (a private cluster per test, by internal/testsvc)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
 
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "provision: Go is not installed (expected /usr/local/go/bin/go)" >&2
@@ -34,7 +37,7 @@ echo "provision: installing ${need_pkgs[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends $(printf "%s\n" "${need_pkgs[@]}" | sort -u) >/dev/null
-/usr/bin/python3 -c 'import pymodbus' 
+/usr/bin/python3 -c 'import pymodbus.server, serial, serial_asyncio'
 command -v mbpoll >/dev/null
 command -v socat >/dev/null
 [ -f /usr/share/activemq/bin/activemq.jar ]

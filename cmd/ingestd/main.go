@@ -2,7 +2,7 @@
 // mutual TLS that speaks the EnOS device protocol, a device registry, an
 // embedded store with de-duplication, and an HTTP API.
 //
-//	ingestd run -mqtt 127.0.0.1:8883 -http 127.0.0.1:8080 -data DIR -cert F -key F -client-ca F -registry F
+//	ingestd run -mqtt 127.0.0.1:8883 -http 127.0.0.1:8080 -data DIR -cert F -key F -client-ca F -registry F [-postgres DSN]
 //	ingestd watch -http 127.0.0.1:8080 -device PK/DK [-device PK/DK ...] [-gateway ID]
 package main
 
@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/edged/edged/ingest"
+	"github.com/edged/edged/ingest/pgstore"
 )
 
 var version = "dev"
@@ -75,6 +76,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.RegistryFile, "registry", "registry.yaml", "device registry (YAML)")
 	fs.IntVar(&cfg.MaxPayload, "max-payload", 512<<10, "largest accepted MQTT payload in bytes")
 	fs.DurationVar(&cfg.LoginMaxSkew, "login-max-skew", time.Hour, "how far a secret login's timestamp may be from this clock; negative disables the check (gateways without a real-time clock)")
+	pgDSN := fs.String("postgres", "", "store in this PostgreSQL database (a postgres:// URL or key=value DSN) instead of the embedded store in -data; default $EDGED_INGEST_POSTGRES")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -88,6 +90,20 @@ func cmdRun(args []string, stderr io.Writer) int {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Gatherer = reg
+	if *pgDSN == "" {
+		*pgDSN = os.Getenv("EDGED_INGEST_POSTGRES")
+	}
+	if *pgDSN != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		store, err := pgstore.Open(ctx, *pgDSN, log.With("component", "store"))
+		cancel()
+		if err != nil {
+			fmt.Fprintln(stderr, "ingestd:", err)
+			return 1
+		}
+		defer store.Close()
+		cfg.Store = store
+	}
 	srv, err := ingest.New(cfg, log, reg)
 	if err != nil {
 		fmt.Fprintln(stderr, "ingestd:", err)
