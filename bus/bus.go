@@ -53,6 +53,9 @@ type Stats struct {
 	Oldest   time.Time // when the oldest unacked message was published; zero if empty
 	NextSeq  uint64    // the sequence number the next Publish will assign
 	MaxBytes int64     // configured limit
+	// Dropped counts the records dropped to make room (a bus configured to
+	// drop the oldest when full) since the bus was opened.
+	Dropped uint64
 }
 
 // Bus is the message engine contract. Implementations: embedded (on-disk,

@@ -66,6 +66,12 @@ type Options struct {
 	// ResumeInFlight: backlog posts awaiting PUBACK at once; default
 	// InFlight/2, at least 1.
 	ResumeInFlight int
+	// ConfirmByReply acks a bus message only on the cloud's reply (code
+	// 200, or a final 4xx refusal) instead of the broker's PUBACK: needed
+	// behind an external broker (Mosquitto and ingestd workers), whose
+	// PUBACK means "received", not "stored". A 5xx reply, or none within
+	// AckTimeout, restarts the session and the data is sent again.
+	ConfirmByReply bool
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
 }
@@ -73,6 +79,7 @@ type Options struct {
 // Uplink is the cloud link stage.
 type Uplink struct {
 	o         Options
+	waiters   sync.Map // post id → chan enos.Reply, with ConfirmByReply
 	m         *uplinkMetrics
 	connected atomic.Bool
 	lastErr   atomic.Value // string
@@ -187,8 +194,55 @@ type pending struct {
 	d       bus.Delivery // nil for a message posted from the tap
 	claim   *claim       // set for a message posted from the tap
 	toks    []mqtt.Token
+	replies []reply // with ConfirmByReply
 	records int
 	sent    time.Time
+}
+
+// reply is a post awaiting the cloud's answer.
+type reply struct {
+	id string
+	ch chan enos.Reply
+}
+
+// publisher returns the function posts calls for each payload: it
+// publishes on topic and records the token (and the reply to wait for)
+// in p.
+func (u *Uplink) publisher(client mqtt.Client, topic string, p *pending) func(id uint64, payload []byte) {
+	return func(id uint64, payload []byte) {
+		if u.o.ConfirmByReply {
+			r := reply{id: strconv.FormatUint(id, 10), ch: make(chan enos.Reply, 1)}
+			u.waiters.Store(r.id, r.ch)
+			p.replies = append(p.replies, r)
+		}
+		p.toks = append(p.toks, client.Publish(topic, 1, false, payload))
+		u.m.postedBytes.Add(float64(len(payload)))
+	}
+}
+
+// confirmed waits for the replies of p: nil when every one is 200 or a
+// final refusal (4xx, logged by onReply), an error otherwise.
+func (u *Uplink) confirmed(ctx context.Context, p *pending) error {
+	defer func() {
+		for _, r := range p.replies {
+			u.waiters.Delete(r.id)
+		}
+	}()
+	deadline := time.NewTimer(u.o.AckTimeout)
+	defer deadline.Stop()
+	for _, r := range p.replies {
+		select {
+		case rep := <-r.ch:
+			if rep.Code >= 500 || rep.Code < 200 {
+				return fmt.Errorf("the cloud answered post %s with %d %s: sending again", r.id, rep.Code, rep.Message)
+			}
+		case <-deadline.C:
+			return fmt.Errorf("no reply to post %s within %s", r.id, u.o.AckTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // claims are the messages the tap posted ahead of the ordered consumer,
@@ -249,8 +303,13 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 
 	liveTopic := enos.Topic(o.ProductKey, o.DeviceKey, enos.SuffixPostBatch)
 	resumeTopic := enos.Topic(o.ProductKey, o.DeviceKey, enos.SuffixResumeBatch)
+	replyQoS := byte(0)
+	if o.ConfirmByReply {
+		replyQoS = 1 // a lost reply would mean sending again
+	}
+	defer u.waiters.Clear() // posts of this session are void after it
 	for _, t := range []string{liveTopic, resumeTopic} {
-		sub := client.Subscribe(t+enos.ReplySuffix, 0, u.onReply)
+		sub := client.Subscribe(t+enos.ReplySuffix, replyQoS, u.onReply)
 		if !sub.WaitTimeout(10*time.Second) || sub.Error() != nil {
 			return fmt.Errorf("subscribe to replies: %v", sub.Error())
 		}
@@ -297,6 +356,12 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 			}
 			if sctx.Err() != nil {
 				continue
+			}
+			if o.ConfirmByReply {
+				if err := u.confirmed(sctx, &p); err != nil {
+					cancel(err)
+					continue
+				}
 			}
 			d := p.d
 			if p.claim != nil {
@@ -370,10 +435,7 @@ func (u *Uplink) tapLoop(ctx context.Context, client mqtt.Client, topic string, 
 			continue
 		}
 		var tooBig error
-		buf, tooBig = u.posts(buf, recs, false, func(payload []byte) {
-			p.toks = append(p.toks, client.Publish(topic, 1, false, payload))
-			u.m.postedBytes.Add(float64(len(payload)))
-		})
+		buf, tooBig = u.posts(buf, recs, false, u.publisher(client, topic, &p))
 		if tooBig == nil {
 			p.claim = &claim{seq: m.Seq}
 			cl.m[m.Seq] = p.claim
@@ -459,10 +521,7 @@ func (u *Uplink) consumeLoop(ctx context.Context, client mqtt.Client, liveTopic,
 		}
 		p := pending{d: d, records: len(recs), sent: time.Now()}
 		var tooBig error
-		buf, tooBig = u.posts(buf, recs, history, func(payload []byte) {
-			p.toks = append(p.toks, client.Publish(topic, 1, false, payload))
-			u.m.postedBytes.Add(float64(len(payload)))
-		})
+		buf, tooBig = u.posts(buf, recs, history, u.publisher(client, topic, &p))
 		if !history {
 			cl.mu.Unlock()
 		}
@@ -521,14 +580,15 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // several smaller ones (halving until each fits), and hands each payload to
 // publish in record order; resume picks the resume/batch method. A single
 // record over the limit is an error and nothing is published.
-func (u *Uplink) posts(buf []byte, recs []telemetry.Record, resume bool, publish func([]byte)) ([]byte, error) {
+func (u *Uplink) posts(buf []byte, recs []telemetry.Record, resume bool, publish func(id uint64, payload []byte)) ([]byte, error) {
 	encode := enos.AppendPostBatch
 	if resume {
 		encode = enos.AppendResumeBatch
 	}
-	buf = encode(buf[:0], u.nextID.Add(1), u.o.Gateway, u.o.Epoch, recs)
+	id := u.nextID.Add(1)
+	buf = encode(buf[:0], id, u.o.Gateway, u.o.Epoch, recs)
 	if len(buf) <= u.o.MaxPayload { // the common case: one post
-		publish(append([]byte(nil), buf...)) // paho keeps the payload until PUBACK
+		publish(id, append([]byte(nil), buf...)) // paho keeps the payload until PUBACK
 		return buf, nil
 	}
 	var parts [][]telemetry.Record
@@ -551,8 +611,9 @@ func (u *Uplink) posts(buf []byte, recs []telemetry.Record, resume bool, publish
 		return buf, err
 	}
 	for _, part := range parts {
-		buf = encode(buf[:0], u.nextID.Add(1), u.o.Gateway, u.o.Epoch, part)
-		publish(append([]byte(nil), buf...)) // paho keeps the payload until PUBACK
+		id := u.nextID.Add(1)
+		buf = encode(buf[:0], id, u.o.Gateway, u.o.Epoch, part)
+		publish(id, append([]byte(nil), buf...)) // paho keeps the payload until PUBACK
 	}
 	return buf, nil
 }
@@ -593,6 +654,12 @@ func (u *Uplink) onReply(_ mqtt.Client, msg mqtt.Message) {
 		return
 	}
 	u.m.replies.WithLabelValues(strconv.Itoa(r.Code)).Inc()
+	if ch, ok := u.waiters.Load(r.ID); ok {
+		select {
+		case ch.(chan enos.Reply) <- r:
+		default: // a duplicate reply
+		}
+	}
 	if r.Code != 200 {
 		u.o.Logger.Error("cloud rejected a post", "id", r.ID, "code", r.Code, "message", r.Message)
 	}

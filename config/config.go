@@ -80,6 +80,12 @@ type Cloud struct {
 	// ResumeRate bounds the drain of history in measure points per second,
 	// default 50000; keep it several times the gateway's live rate.
 	ResumeRate int `yaml:"resume_rate"`
+	// Confirm is what lets a record go from the queue: "puback" (default:
+	// ingestd's own broker acknowledges a post once it is stored) or
+	// "reply" (the post's reply with code 200: needed behind an external
+	// broker such as Mosquitto with ingestd workers, whose PUBACK only
+	// means received).
+	Confirm string `yaml:"confirm"`
 }
 
 // Bus selects the message engine.
@@ -89,6 +95,12 @@ type Bus struct {
 	// broker backlog together); when it is full the poll loop is told
 	// (records are refused, counted and reported, not dropped silently).
 	MaxBytes int64    `yaml:"max_bytes"` // default 1 GiB
+	// WhenFull is the policy when the queue reaches max_bytes: drop_oldest
+	// (the default with kind embedded: the oldest history is dropped to
+	// make room, counted in edged_bus_dropped_records_total and logged, and
+	// polling goes on) or block (polls pause until the cloud takes data;
+	// the only policy with kind activemq).
+	WhenFull string `yaml:"when_full"`
 	ActiveMQ ActiveMQ `yaml:"activemq"`
 }
 
@@ -593,6 +605,13 @@ func (v *validator) validate(c *Config) {
 	defDur(&cl.AckTimeout, 10*time.Second)
 	v.positive("$.cloud.batch", "cloud", "batch", cl.Batch)
 	v.positive("$.cloud.in_flight", "cloud", "in_flight", cl.InFlight)
+	switch cl.Confirm {
+	case "":
+		cl.Confirm = "puback"
+	case "puback", "reply":
+	default:
+		v.errf("$.cloud.confirm", "cloud", "confirm %q: use puback (ingestd's own broker) or reply (an external broker with ingestd workers)", cl.Confirm)
+	}
 	defDur(&cl.ResumeAfter, 120*time.Minute)
 	defInt(&cl.ResumeRate, 50000)
 	v.positive("$.cloud.resume_rate", "cloud", "resume_rate", cl.ResumeRate)
@@ -607,6 +626,20 @@ func (v *validator) validate(c *Config) {
 		}
 	default:
 		v.errf("$.bus.kind", "bus", "kind %q: use \"embedded\" or \"activemq\"", c.Bus.Kind)
+	}
+	switch c.Bus.WhenFull {
+	case "":
+		c.Bus.WhenFull = "drop_oldest"
+		if c.Bus.Kind == "activemq" {
+			c.Bus.WhenFull = "block"
+		}
+	case "block":
+	case "drop_oldest":
+		if c.Bus.Kind == "activemq" {
+			v.errf("$.bus.when_full", "bus", "when_full drop_oldest: not available with kind activemq (the broker's queue cannot drop its oldest); use block")
+		}
+	default:
+		v.errf("$.bus.when_full", "bus", "when_full %q: use drop_oldest or block", c.Bus.WhenFull)
 	}
 	// the activemq section is read with kind embedded too: after a switch
 	// from activemq, edged drains the broker's queues into the embedded bus

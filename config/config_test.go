@@ -138,6 +138,17 @@ func TestBrokenConfigs(t *testing.T) {
 			`c.yaml:9: bus: kind activemq needs activemq.address (the broker's STOMP host:port, e.g. 127.0.0.1:61613)`,
 			`c.yaml:11: bus: activemq: stomp+ssl needs all of ca, cert and key`,
 		}},
+		{"drop_oldest with activemq", func(s string) string {
+			return strings.Replace(s, "links:\n", "bus:\n  kind: activemq\n  when_full: drop_oldest\n  activemq: {address: 127.0.0.1:61613}\nlinks:\n", 1)
+		}, []string{
+			`c.yaml:11: bus: when_full drop_oldest: not available with kind activemq (the broker's queue cannot drop its oldest); use block`,
+		}},
+		{"unknown when_full, confirm", func(s string) string {
+			s = strings.Replace(s, "links:\n", "bus:\n  when_full: overwrite\nlinks:\n", 1)
+			return s
+		}, []string{
+			`c.yaml:10: bus: when_full "overwrite": use drop_oldest or block`,
+		}},
 		{"redis address without a port, negative ttl", func(s string) string {
 			return strings.Replace(s, "links:\n", "cache:\n  kind: redis\n  redis:\n    address: localhost\n    ttl: -1s\nlinks:\n", 1)
 		}, []string{

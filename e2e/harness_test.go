@@ -203,6 +203,7 @@ type stack struct {
 	gatewayID  string
 	edgedConf  string
 	ingestArgs []string
+	cloudExtra string // more lines of edged's cloud section, indented by two spaces
 }
 
 func newStack(t *testing.T) *stack {
@@ -264,9 +265,9 @@ cloud:
   device_key: gwDK
   secret: gwSecret
   linger: 20ms
-metrics:
+%smetrics:
   listen: 127.0.0.1:%d
-`, s.gatewayID, s.mqttPort, s.edgedHTTP) + body
+`, s.gatewayID, s.mqttPort, s.cloudExtra, s.edgedHTTP) + body
 	s.edgedConf = filepath.Join(s.dir, "edged.yaml")
 	writeFile(s.t, s.edgedConf, conf)
 	return s.edgedConf

@@ -44,6 +44,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/devices/{pk}/{dk}/attributes", s.handleAttributes)
 	mux.HandleFunc("GET /api/v1/devices/{pk}/{dk}/topology", s.handleTopology)
 	mux.HandleFunc("GET /api/v1/gateways/{gateway}/sequences", s.handleSequences)
+	s.registryRoutes(mux)
 	if s.gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	}

@@ -17,6 +17,7 @@ const (
 	refusedNoCertLogin        = "cert_login_off"       // no password, and cert_login is not enabled
 	refusedCertMismatch       = "cert_mismatch"        // not the bound certificate, or (unbound) CommonName is not the device key
 	refusedCertBoundElsewhere = "cert_bound_elsewhere" // the certificate is bound to another device
+	refusedDisabled           = "disabled"             // the device is disabled in the registry
 )
 
 // Reasons a post is rejected (label "reason" of ingest_posts_rejected_total).
@@ -47,6 +48,9 @@ type metrics struct {
 	attributes   prometheus.Counter
 	appendTime   prometheus.Histogram
 	latency      prometheus.Histogram
+	// adminAuthFailures counts registry API requests refused for a
+	// missing or wrong bearer token.
+	adminAuthFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -90,15 +94,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "From a record's time (its poll at the gateway) to its durable storage here, for new records of edged gateways. Includes clock offset between the hosts.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17),
 		}),
+		adminAuthFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ingest_admin_auth_failures_total", Help: "Registry API requests refused: missing or wrong bearer token.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.connAccepted, m.connRefused, m.aclDenied, m.posts, m.rejected, m.items, m.duplicates, m.points, m.events, m.attributes, m.appendTime, m.latency} {
+	for _, c := range []prometheus.Collector{m.connAccepted, m.connRefused, m.aclDenied, m.posts, m.rejected, m.items, m.duplicates, m.points, m.events, m.attributes, m.appendTime, m.latency, m.adminAuthFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	// Known reasons start at zero, so dashboards see them before they happen.
 	for _, r := range []string{refusedTLSBadCert, refusedTLSNoCert, refusedTLSHandshake, refusedBadUsername, refusedUnknownDevice,
-		refusedBadClientID, refusedStaleTimestamp, refusedBadSignature, refusedNoSecret, refusedNoCertLogin, refusedCertMismatch, refusedCertBoundElsewhere} {
+		refusedBadClientID, refusedStaleTimestamp, refusedBadSignature, refusedNoSecret, refusedNoCertLogin, refusedCertMismatch, refusedCertBoundElsewhere, refusedDisabled} {
 		m.connRefused.WithLabelValues(r)
 	}
 	for _, r := range []string{rejectedMalformed, rejectedTooLarge, rejectedLimit, rejectedForbidden, rejectedFenced,

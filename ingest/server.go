@@ -74,6 +74,10 @@ type Config struct {
 	// if it is also a Gatherer (a *prometheus.Registry is both). With
 	// neither, /metrics is not served.
 	Gatherer prometheus.Gatherer
+	// AdminTokenFile holds the bearer token of the registry API
+	// (/api/v1/registry/...); New reads it (trimmed) and fails when it is
+	// missing or empty. Without it the registry API is disabled.
+	AdminTokenFile string
 }
 
 func (c *Config) setDefaults() {
@@ -100,11 +104,19 @@ type Server struct {
 	log      *slog.Logger
 	tls      *tls.Config
 	reg      *Registry
+	regToken []byte // the registry API's bearer token; nil: the API is disabled
 	metrics  *metrics
 	gatherer prometheus.Gatherer // nil: /metrics is not served
 	limits   enos.Limits
 	topo     *Topology
 	sess     sessions
+
+	// scaleOut: a worker behind an external broker (see Worker): no
+	// connections of its own, so no sub-device sessions.
+	scaleOut bool
+	// publish sends a reply: through the embedded broker, or a worker's
+	// client of the external one.
+	publish func(topic string, payload []byte) error
 
 	store    Store
 	broker   *mqtt.Server
@@ -149,6 +161,10 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 	if err != nil {
 		return nil, err
 	}
+	admin, err := readAdminToken(cfg.AdminTokenFile)
+	if err != nil {
+		return nil, err
+	}
 	topo, err := OpenTopology(cfg.TopologyFile)
 	if err != nil {
 		return nil, err
@@ -174,6 +190,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 			MinVersion:   tls.VersionTLS12,
 		},
 		reg:      registry,
+		regToken: admin,
 		topo:     topo,
 		metrics:  m,
 		gatherer: g,
@@ -270,6 +287,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		hln.Close()
 		return fmt.Errorf("ingest: mqtt: %w", err)
 	}
+	s.publish = func(topic string, payload []byte) error { return s.broker.Publish(topic, payload, false, 1) }
 	s.brokerUp.Store(true)
 
 	hs := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
@@ -369,6 +387,9 @@ func (s *Server) authenticate(cl *mqtt.Client, pk packets.Packet) (*RegistryDevi
 	if !ok {
 		return nil, refusedUnknownDevice
 	}
+	if dev.Disabled {
+		return nil, refusedDisabled
+	}
 	var cert *x509.Certificate
 	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
 		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
@@ -379,7 +400,7 @@ func (s *Server) authenticate(cl *mqtt.Client, pk packets.Packet) (*RegistryDevi
 	bound, isBound := (*RegistryDevice)(nil), false
 	if cert != nil {
 		bound, isBound = s.reg.CertBinding(cert)
-		if isBound && bound != dev {
+		if isBound && (bound.ProductKey != dev.ProductKey || bound.DeviceKey != dev.DeviceKey) {
 			return nil, refusedCertBoundElsewhere
 		}
 	}
@@ -437,7 +458,8 @@ func (s *Server) identity(cl *mqtt.Client) (*RegistryDevice, bool) {
 	if err != nil {
 		return nil, false
 	}
-	return s.reg.Device(pk, dk)
+	d, ok := s.reg.Device(pk, dk)
+	return d, ok && !d.Disabled // a device disabled since its login acts no more
 }
 
 // allowed is the topic ACL. A device may publish on its own
@@ -490,7 +512,14 @@ func (s *Server) processPublish(cl *mqtt.Client, pk packets.Packet) error {
 	if !ok { // cannot happen after login; refuse rather than guess
 		return packets.ErrRejectPacket
 	}
-	topic := pk.TopicName
+	return s.handle(cl, dev, pk.TopicName, pk.Payload)
+}
+
+// handle processes one request of device dev (the identity it logged in
+// as) that came on connection cl. It returns packets.ErrRejectPacket when
+// the request must not be acknowledged (the store failed: the device sends
+// again), packets.CodeSuccessIgnore when it was handled for good.
+func (s *Server) handle(cl conn, dev *RegistryDevice, topic string, payload []byte) error {
 	if tpk, tdk, suffix, ok := enos.ParseTopic(topic); ok {
 		self := tpk == dev.ProductKey && tdk == dev.DeviceKey
 		if strings.HasSuffix(suffix, enos.ReplySuffix) {
@@ -499,47 +528,58 @@ func (s *Server) processPublish(cl *mqtt.Client, pk packets.Packet) error {
 		}
 		// A gateway acts on a sub-device's topic only while it is logged in.
 		if !self && !s.sess.online(cl, devKey{tpk, tdk}) {
-			id, _ := enos.PeekID(pk.Payload)
+			id, _ := enos.PeekID(payload)
 			s.reject(topic, id, rejectedOffline, enos.CodeForbidden,
 				fmt.Sprintf("sub-device %s/%s is not logged in: send combine.login first", tpk, tdk))
 			return packets.CodeSuccessIgnore
 		}
 		switch {
 		case suffix == enos.SuffixPost, suffix == enos.SuffixResume, suffix == enos.SuffixPostBatch, suffix == enos.SuffixResumeBatch:
-			return s.post(cl, dev, topic, tpk, tdk, suffix, pk.Payload)
-		case !s.checkSize(topic, pk.Payload):
+			return s.post(cl, dev, topic, tpk, tdk, suffix, payload)
+		case !s.checkSize(topic, payload):
 			return packets.CodeSuccessIgnore
 		case suffix == enos.SuffixAttributeUpdate:
-			return s.attributeUpdate(topic, tpk, tdk, pk.Payload)
+			return s.attributeUpdate(topic, tpk, tdk, payload)
 		case strings.HasPrefix(suffix, "thing/event/") && strings.HasSuffix(suffix, "/post") && len(suffix) > len("thing/event//post"):
-			return s.eventPost(topic, tpk, tdk, strings.TrimSuffix(strings.TrimPrefix(suffix, "thing/event/"), "/post"), pk.Payload)
+			return s.eventPost(topic, tpk, tdk, strings.TrimSuffix(strings.TrimPrefix(suffix, "thing/event/"), "/post"), payload)
+		case s.scaleOut && (suffix == enos.SuffixTopoAdd || suffix == enos.SuffixTopoDelete):
+			id, _ := enos.PeekID(payload)
+			s.reject(topic, id, rejectedUnsupported, enos.CodeNotImplemented,
+				"thing/topo/add|delete are not available from ingestd workers behind an external broker (each worker would keep its own topology): declare sub-devices in the registry")
+			return packets.CodeSuccessIgnore
 		case self && suffix == enos.SuffixTopoAdd:
-			s.topoAdd(cl, dev, topic, pk.Payload)
+			s.topoAdd(cl, dev, topic, payload)
 			return packets.CodeSuccessIgnore
 		case self && suffix == enos.SuffixTopoDelete:
-			s.topoDelete(dev, topic, pk.Payload)
+			s.topoDelete(dev, topic, payload)
 			return packets.CodeSuccessIgnore
 		case self && suffix == enos.SuffixTopoGet:
-			s.topoGet(dev, topic, pk.Payload)
+			s.topoGet(dev, topic, payload)
 			return packets.CodeSuccessIgnore
 		}
 	} else if spk, sdk, suffix, ok := enos.ParseSessionTopic(topic); ok && spk == dev.ProductKey && sdk == dev.DeviceKey {
-		if !s.checkSize(topic, pk.Payload) {
+		if !s.checkSize(topic, payload) {
+			return packets.CodeSuccessIgnore
+		}
+		if s.scaleOut {
+			id, _ := enos.PeekID(payload)
+			s.reject(topic, id, rejectedUnsupported, enos.CodeNotImplemented,
+				"sub-device sessions (combine.*) need the connection they last for: not available from ingestd workers behind an external broker; declare sub-devices in the registry and post with allowOfflineSubDevice")
 			return packets.CodeSuccessIgnore
 		}
 		switch suffix {
 		case enos.SuffixCombineLogin:
-			s.combineLogin(cl, dev, topic, pk.Payload)
+			s.combineLogin(cl, dev, topic, payload)
 			return packets.CodeSuccessIgnore
 		case enos.SuffixCombineLoginBatch:
-			s.combineLoginBatch(cl, dev, topic, pk.Payload)
+			s.combineLoginBatch(cl, dev, topic, payload)
 			return packets.CodeSuccessIgnore
 		case enos.SuffixCombineLogout:
-			s.combineLogout(cl, dev, topic, pk.Payload)
+			s.combineLogout(cl, dev, topic, payload)
 			return packets.CodeSuccessIgnore
 		}
 	}
-	id, _ := enos.PeekID(pk.Payload)
+	id, _ := enos.PeekID(payload)
 	s.reject(topic, id, rejectedUnsupported, enos.CodeNotImplemented, "not handled by this ingest: "+topic)
 	return packets.CodeSuccessIgnore
 }
@@ -562,7 +602,7 @@ func (s *Server) inTopology(gw *RegistryDevice, pk, dk string) bool {
 }
 
 // post stores a measure point post and replies.
-func (s *Server) post(cl *mqtt.Client, dev *RegistryDevice, topic, tpk, tdk, suffix string, payload []byte) error {
+func (s *Server) post(cl conn, dev *RegistryDevice, topic, tpk, tdk, suffix string, payload []byte) error {
 	if len(payload) > s.cfg.MaxPayload {
 		id, _ := enos.PeekID(payload)
 		s.reject(topic, id, rejectedTooLarge, enos.CodeTooLarge,
@@ -697,7 +737,7 @@ func (s *Server) reject(topic, id, reason string, code int, msg string) {
 // subscriber's outbound channel and drops it if that queue is full.
 func (s *Server) reply(topic string, r enos.Reply) {
 	payload := enos.AppendReply(make([]byte, 0, 64+len(r.Message)), r)
-	if err := s.broker.Publish(topic+enos.ReplySuffix, payload, false, 1); err != nil {
+	if err := s.publish(topic+enos.ReplySuffix, payload); err != nil {
 		s.log.Warn("reply not published", "topic", topic, "error", err)
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-
 	"github.com/edged/edged/cloudlink/enos"
 )
 
@@ -32,6 +30,8 @@ func (s *Server) verifySub(sl enos.SubLogin) (int, string) {
 	switch {
 	case !ok:
 		return enos.CodeNotFound, fmt.Sprintf("unknown device %s/%s", sl.ProductKey, sl.DeviceKey)
+	case sub.Disabled:
+		return enos.CodeForbidden, fmt.Sprintf("%s/%s is disabled in the registry", sl.ProductKey, sl.DeviceKey)
 	case sub.Secret == "":
 		return enos.CodeForbidden, fmt.Sprintf("%s/%s has no secret to sign with", sl.ProductKey, sl.DeviceKey)
 	case s.checkTimestamp(sl.Timestamp) != "":
@@ -56,7 +56,7 @@ func gwKey(dev *RegistryDevice) devKey { return devKey{dev.ProductKey, dev.Devic
 // topoAdd: thing.topo.add, params [{productKey, deviceKey, clientId,
 // timestamp, signMethod, sign}]: each sub-device proves the gateway holds
 // its secret. All or nothing: one bad entry refuses the request.
-func (s *Server) topoAdd(cl *mqtt.Client, dev *RegistryDevice, topic string, payload []byte) {
+func (s *Server) topoAdd(cl conn, dev *RegistryDevice, topic string, payload []byte) {
 	id, subs, err := s.limits.ParseTopoAdd(payload)
 	if err != nil {
 		s.refuse(topic, id, err)
@@ -143,7 +143,7 @@ func (s *Server) topoGet(dev *RegistryDevice, topic string, payload []byte) {
 
 // login logs one sub-device in on cl: it must be in the gateway's topology
 // and prove the gateway holds its secret.
-func (s *Server) login(cl *mqtt.Client, dev *RegistryDevice, sl enos.SubLogin) (int, string) {
+func (s *Server) login(cl conn, dev *RegistryDevice, sl enos.SubLogin) (int, string) {
 	if !dev.Gateway {
 		return enos.CodeForbidden, "only a gateway logs sub-devices in"
 	}
@@ -160,7 +160,7 @@ func (s *Server) login(cl *mqtt.Client, dev *RegistryDevice, sl enos.SubLogin) (
 // combineLogin: combine.login, params {productKey, deviceKey, clientId,
 // timestamp, signMethod, sign}. The login lasts as long as the gateway's
 // connection (or until combine.logout).
-func (s *Server) combineLogin(cl *mqtt.Client, dev *RegistryDevice, topic string, payload []byte) {
+func (s *Server) combineLogin(cl conn, dev *RegistryDevice, topic string, payload []byte) {
 	id, sl, err := s.limits.ParseCombineLogin(payload)
 	if err != nil {
 		s.refuse(topic, id, err)
@@ -183,7 +183,7 @@ type loginResult struct {
 // combineLoginBatch: combine.login.batch, params {subDevices: [...]}. Each
 // entry succeeds or fails on its own; the reply is 200 with the lists
 // loginedSubDevices and failedSubDevices (with a code and message each).
-func (s *Server) combineLoginBatch(cl *mqtt.Client, dev *RegistryDevice, topic string, payload []byte) {
+func (s *Server) combineLoginBatch(cl conn, dev *RegistryDevice, topic string, payload []byte) {
 	id, subs, err := s.limits.ParseCombineLoginBatch(payload)
 	if err != nil {
 		s.refuse(topic, id, err)
@@ -208,7 +208,7 @@ func (s *Server) combineLoginBatch(cl *mqtt.Client, dev *RegistryDevice, topic s
 }
 
 // combineLogout: combine.logout, params {productKey, deviceKey}.
-func (s *Server) combineLogout(cl *mqtt.Client, dev *RegistryDevice, topic string, payload []byte) {
+func (s *Server) combineLogout(cl conn, dev *RegistryDevice, topic string, payload []byte) {
 	id, ref, err := s.limits.ParseCombineLogout(payload)
 	if err != nil {
 		s.refuse(topic, id, err)

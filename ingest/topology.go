@@ -9,8 +9,6 @@ import (
 	"sort"
 	"sync"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-
 	"github.com/edged/edged/cloudlink/enos"
 )
 
@@ -181,19 +179,23 @@ func sortRefs(r []enos.DeviceRef) {
 // combine.login; a connection's set ends with it.
 type sessions struct {
 	mu sync.Mutex
-	m  map[*mqtt.Client]*clientSubs
+	m  map[conn]*clientSubs
 }
+
+// conn is the connection a request came on (the broker's *mqtt.Client):
+// sub-device logins last as long as it.
+type conn any
 
 type clientSubs struct {
 	gw   devKey // the gateway the connection logged in as
 	subs map[devKey]bool
 }
 
-func (s *sessions) login(cl *mqtt.Client, gw, sub devKey) {
+func (s *sessions) login(cl conn, gw, sub devKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = map[*mqtt.Client]*clientSubs{}
+		s.m = map[conn]*clientSubs{}
 	}
 	if s.m[cl] == nil {
 		s.m[cl] = &clientSubs{gw: gw, subs: map[devKey]bool{}}
@@ -201,7 +203,7 @@ func (s *sessions) login(cl *mqtt.Client, gw, sub devKey) {
 	s.m[cl].subs[sub] = true
 }
 
-func (s *sessions) logout(cl *mqtt.Client, sub devKey) bool {
+func (s *sessions) logout(cl conn, sub devKey) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.m[cl]
@@ -224,7 +226,7 @@ func (s *sessions) logoutEverywhere(gw, sub devKey) {
 	}
 }
 
-func (s *sessions) online(cl *mqtt.Client, sub devKey) bool {
+func (s *sessions) online(cl conn, sub devKey) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.m[cl]
@@ -252,7 +254,7 @@ func (s *sessions) onlineOf(gw devKey) []enos.DeviceRef {
 	return out
 }
 
-func (s *sessions) end(cl *mqtt.Client) {
+func (s *sessions) end(cl conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.m, cl)

@@ -17,6 +17,8 @@ command -v keytool >/dev/null 2>&1 || need_pkgs+=(default-jre-headless)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || need_pkgs+=(redis-tools)
+# Mosquitto: the external broker of ingestd's scale-out mode (a private one per test)
+[ -x /usr/sbin/mosquitto ] || need_pkgs+=(mosquitto)
 # PostgreSQL for ingest/pgstore (a private cluster per test, by internal/testsvc)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
 
@@ -42,4 +44,5 @@ command -v mbpoll >/dev/null
 command -v socat >/dev/null
 [ -f /usr/share/activemq/bin/activemq.jar ]
 command -v redis-server >/dev/null
+[ -x /usr/sbin/mosquitto ]
 echo "provision: done"

@@ -11,7 +11,10 @@
 // Back-pressure: the queue is bounded by MaxBytes. When it is full, or the
 // disk is, Publish returns bus.ErrFull and stores nothing; the oldest data is
 // kept and the caller decides (edged holds the batch and retries, so polls
-// stall and are counted, rather than data being overwritten).
+// stall and are counted, rather than data being overwritten). With
+// DropOldest, a full queue instead drops its oldest messages, in the same
+// commit that stores the new one, until the new one fits: history goes
+// first, counted (Stats.Dropped) and logged, and polling never stalls.
 package embedded
 
 import (
@@ -34,9 +37,12 @@ import (
 
 // Options tune the bus.
 type Options struct {
-	MaxBytes int64         // queue size limit per queue (bodies); default 1 GiB
-	AckFlush time.Duration // how often acked messages are deleted from disk; default 50ms
-	Logger   *slog.Logger
+	MaxBytes int64 // queue size limit per queue (bodies); default 1 GiB
+	// DropOldest: when a queue is full, drop its oldest messages to make
+	// room instead of refusing the new one (see the package comment).
+	DropOldest bool
+	AckFlush   time.Duration // how often acked messages are deleted from disk; default 50ms
+	Logger     *slog.Logger
 }
 
 // Bus is the embedded durable bus.
@@ -81,6 +87,8 @@ type queue struct {
 	wake      chan struct{} // closed on publish or rewind
 	rewind    chan struct{} // closed on Nack
 	consumers int
+	dropped   uint64 // records dropped to make room (DropOldest), since Open
+	dropping  bool   // the last Publish dropped: log once per episode
 }
 
 type ackReq struct {
@@ -203,8 +211,23 @@ func (b *Bus) Publish(ctx context.Context, queueName string, count uint32, body 
 	if err != nil {
 		return 0, err
 	}
-	if q.bytes+int64(len(body)) > b.opts.MaxBytes {
-		return 0, fmt.Errorf("%w: %s holds %d bytes, limit %d", bus.ErrFull, queueName, q.bytes, b.opts.MaxBytes)
+	var drop []entry // the oldest unacked messages that make room (DropOldest)
+	if over := q.bytes + int64(len(body)) - b.opts.MaxBytes; over > 0 {
+		if !b.opts.DropOldest || int64(len(body)) > b.opts.MaxBytes {
+			return 0, fmt.Errorf("%w: %s holds %d bytes, limit %d", bus.ErrFull, queueName, q.bytes, b.opts.MaxBytes)
+		}
+		for _, e := range q.entries {
+			if over <= 0 {
+				break
+			}
+			if !e.acked {
+				drop = append(drop, e)
+				over -= e.size
+			}
+		}
+	} else if q.dropping {
+		q.dropping = false
+		b.log.Info("bus: queue has room again: no more dropping", "queue", queueName, "dropped_records", q.dropped)
 	}
 	seq := q.nextSeq
 	now := time.Now()
@@ -216,7 +239,15 @@ func (b *Bus) Publish(ctx context.Context, queueName string, count uint32, body 
 	binary.BigEndian.PutUint64(key[:], seq)
 	binary.BigEndian.PutUint64(next[:], seq+uint64(count))
 	err = b.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(q.bucket).Put(key[:], val); err != nil {
+		bk := tx.Bucket(q.bucket)
+		for _, e := range drop {
+			var k [8]byte
+			binary.BigEndian.PutUint64(k[:], e.seq)
+			if err := bk.Delete(k[:]); err != nil {
+				return err
+			}
+		}
+		if err := bk.Put(key[:], val); err != nil {
 			return err
 		}
 		return tx.Bucket(metaBucket).Put(q.nextKey, next[:])
@@ -227,6 +258,9 @@ func (b *Bus) Publish(ctx context.Context, queueName string, count uint32, body 
 		}
 		return 0, fmt.Errorf("bus: publish to %s: %w", queueName, err)
 	}
+	if len(drop) > 0 {
+		b.dropLocked(q, drop)
+	}
 	q.nextSeq = seq + uint64(count)
 	q.entries = append(q.entries, entry{seq: seq, count: count, size: int64(len(body)), published: now})
 	q.bytes += int64(len(body))
@@ -234,6 +268,33 @@ func (b *Bus) Publish(ctx context.Context, queueName string, count uint32, body 
 	close(q.wake)
 	q.wake = make(chan struct{})
 	return seq, nil
+}
+
+// dropLocked removes dropped messages from the index (they are already
+// deleted on disk) and counts them. A delivery of one still in flight
+// acks nothing. Callers hold b.mu.
+func (b *Bus) dropLocked(q *queue, drop []entry) {
+	gone := make(map[uint64]bool, len(drop))
+	var records uint64
+	for _, e := range drop {
+		gone[e.seq] = true
+		records += uint64(e.count)
+		q.bytes -= e.size
+	}
+	kept := q.entries[:0]
+	for _, e := range q.entries {
+		if !gone[e.seq] {
+			kept = append(kept, e)
+		}
+	}
+	q.entries = kept
+	q.records -= records
+	q.dropped += records
+	if !q.dropping {
+		q.dropping = true
+		b.log.Warn("bus: queue full: dropping the oldest messages to keep polling (counted in Stats.Dropped)",
+			"queue", q.name, "first_seq", drop[0].seq, "records", records, "max_bytes", b.opts.MaxBytes)
+	}
 }
 
 // Consume implements bus.Bus. Delivery starts at the oldest unacked message.
@@ -490,6 +551,7 @@ func (b *Bus) Stats(queueName string) (bus.Stats, error) {
 		Bytes:    q.bytes,
 		NextSeq:  q.nextSeq,
 		MaxBytes: b.opts.MaxBytes,
+		Dropped:  q.dropped,
 	}
 	for _, e := range q.entries {
 		if !e.acked {

@@ -127,7 +127,8 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 		Gateway: cfg.Gateway.ID, Epoch: epoch, Bus: b,
 		MaxPayload: cfg.Cloud.MaxPayload, InFlight: cfg.Cloud.InFlight, AckTimeout: cfg.Cloud.AckTimeout,
 		Tap: tap, ResumeAfter: cfg.Cloud.ResumeAfter, ResumeRate: cfg.Cloud.ResumeRate,
-		Logger: log.With("component", "uplink"), Registerer: reg,
+		ConfirmByReply: cfg.Cloud.Confirm == "reply",
+		Logger:         log.With("component", "uplink"), Registerer: reg,
 	})
 	registerBusMetrics(reg, b)
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edged_uplink_tap_dropped_total",
@@ -213,6 +214,8 @@ func registerBusMetrics(reg prometheus.Registerer, b bus.Bus) {
 				}
 				return time.Since(s.Oldest).Seconds()
 			})),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edged_bus_dropped_records_total", Help: "Records dropped from a full queue to make room (bus.when_full: drop_oldest), since start."},
+			stat(func(s bus.Stats) float64 { return float64(s.Dropped) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edged_bus_next_sequence", Help: "The sequence number the next record will get."},
 			stat(func(s bus.Stats) float64 { return float64(s.NextSeq) })),
 	)
@@ -220,7 +223,7 @@ func registerBusMetrics(reg prometheus.Registerer, b bus.Bus) {
 
 // health is the /healthz document.
 type health struct {
-	Status  string                `json:"status"` // ok, degraded (a device, link or the cloud is down), failing (the bus refuses data)
+	Status  string                `json:"status"` // ok, degraded (a device, link or the cloud is down; the queue full and dropping its oldest), failing (the queue full: polls pause)
 	Gateway string                `json:"gateway"`
 	Epoch   uint64                `json:"epoch"`
 	Links   []connectivity.Health `json:"links"`
@@ -236,17 +239,25 @@ type busHealth struct {
 	MaxBytes   int64   `json:"max_bytes"`
 	OldestAgeS float64 `json:"oldest_age_seconds"`
 	NextSeq    uint64  `json:"next_seq"`
+	// Dropped: records dropped from the full queue to make room
+	// (when_full: drop_oldest), since start.
+	Dropped uint64 `json:"dropped_records"`
 }
 
 func (g *gateway) health() (health, int) {
 	h := health{Status: "ok", Gateway: g.cfg.Gateway.ID, Epoch: g.epoch, Links: g.engine.Health(), Uplink: g.uplink.Health()}
 	if st, err := g.bus.Stats(bus.Telemetry); err == nil {
-		h.Bus = busHealth{Depth: st.Depth, Records: st.Records, Bytes: st.Bytes, MaxBytes: st.MaxBytes, NextSeq: st.NextSeq}
+		h.Bus = busHealth{Depth: st.Depth, Records: st.Records, Bytes: st.Bytes, MaxBytes: st.MaxBytes, NextSeq: st.NextSeq, Dropped: st.Dropped}
 		if !st.Oldest.IsZero() {
 			h.Bus.OldestAgeS = time.Since(st.Oldest).Seconds()
 		}
 		if st.Bytes > st.MaxBytes*9/10 {
+			// Blocking: polls are about to pause. Dropping: polling goes on
+			// and the oldest history is being dropped (counted).
 			h.Status = "failing"
+			if g.cfg.Bus.WhenFull == "drop_oldest" {
+				h.Status = "degraded"
+			}
 		}
 	}
 	if l, ok := g.bus.(bus.Linked); ok {

@@ -55,7 +55,7 @@ func openBus(ctx context.Context, cfg *config.Config, dataDir string, log *slog.
 		}
 		return activemq.Open(o)
 	default:
-		b, err := embedded.Open(dataDir, embedded.Options{MaxBytes: cfg.Bus.MaxBytes, Logger: log})
+		b, err := embedded.Open(dataDir, embedded.Options{MaxBytes: cfg.Bus.MaxBytes, DropOldest: cfg.Bus.WhenFull == "drop_oldest", Logger: log})
 		if err != nil {
 			return nil, err
 		}

@@ -2,8 +2,9 @@
 // mutual TLS that speaks the EnOS device protocol, a device registry, an
 // embedded store with de-duplication, and an HTTP API.
 //
-//	ingestd run -mqtt 127.0.0.1:8883 -http 127.0.0.1:8080 -data DIR -cert F -key F -client-ca F -registry F [-postgres DSN]
+//	ingestd run -mqtt 127.0.0.1:8883 -http 127.0.0.1:8080 -data DIR -cert F -key F -client-ca F -registry F [-postgres DSN] [-admin-token-file F]
 //	ingestd watch -http 127.0.0.1:8080 -device PK/DK [-device PK/DK ...] [-gateway ID]
+//	ingestd registry list|get|put|delete [PK/DK] -http 127.0.0.1:8080 -token-file F [put flags]
 package main
 
 import (
@@ -37,6 +38,9 @@ func usage(w io.Writer) {
 commands:
   run      serve MQTT (TLS, client certificates required) and the HTTP API
   watch    print the latest values of devices every second (a live table)
+  registry list, get, put or delete registered devices (through the HTTP API)
+  worker   scale-out: take requests from an external MQTT broker (Mosquitto,
+           shared subscription) and store them in PostgreSQL
   version  print the version
 `)
 }
@@ -51,6 +55,10 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "watch":
 		return cmdWatch(args[1:], stdout, stderr)
+	case "registry":
+		return cmdRegistry(args[1:], stdout, stderr)
+	case "worker":
+		return cmdWorker(args[1:], stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "ingestd", version)
 		return 0
@@ -74,6 +82,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.KeyFile, "key", "", "server key (PEM)")
 	fs.StringVar(&cfg.ClientCAFile, "client-ca", "", "CA that client certificates must chain to")
 	fs.StringVar(&cfg.RegistryFile, "registry", "registry.yaml", "device registry (YAML)")
+	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "bearer token of the registry API (/api/v1/registry/...); without it the API is disabled")
 	fs.IntVar(&cfg.MaxPayload, "max-payload", 512<<10, "largest accepted MQTT payload in bytes")
 	fs.DurationVar(&cfg.LoginMaxSkew, "login-max-skew", time.Hour, "how far a secret login's timestamp may be from this clock; negative disables the check (gateways without a real-time clock)")
 	pgDSN := fs.String("postgres", "", "store in this PostgreSQL database (a postgres:// URL or key=value DSN) instead of the embedded store in -data; default $EDGED_INGEST_POSTGRES")
