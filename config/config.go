@@ -94,13 +94,13 @@ type Bus struct {
 	// MaxBytes bounds the queue (with activemq: the local outbox and the
 	// broker backlog together); when it is full the poll loop is told
 	// (records are refused, counted and reported, not dropped silently).
-	MaxBytes int64    `yaml:"max_bytes"` // default 1 GiB
+	MaxBytes int64 `yaml:"max_bytes"` // default 1 GiB
 	// WhenFull is the policy when the queue reaches max_bytes: drop_oldest
 	// (the default with kind embedded: the oldest history is dropped to
 	// make room, counted in edged_bus_dropped_records_total and logged, and
 	// polling goes on) or block (polls pause until the cloud takes data;
 	// the only policy with kind activemq).
-	WhenFull string `yaml:"when_full"`
+	WhenFull string   `yaml:"when_full"`
 	ActiveMQ ActiveMQ `yaml:"activemq"`
 }
 

@@ -68,8 +68,8 @@ func TestScaleOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := paho.NewClient(paho.NewClientOptions().AddBroker("tls://"+mq.Addr()).SetTLSConfig(tlsCfg).
-		SetClientID("plainDK").SetUsername("plainDK&meterPK").SetAutoReconnect(false).SetWriteTimeout(5*time.Second))
+	dev := paho.NewClient(paho.NewClientOptions().AddBroker("tls://" + mq.Addr()).SetTLSConfig(tlsCfg).
+		SetClientID("plainDK").SetUsername("plainDK&meterPK").SetAutoReconnect(false).SetWriteTimeout(5 * time.Second))
 	if tok := dev.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("plain device connect: %v\n%s", tok.Error(), mq.Log())
 	}

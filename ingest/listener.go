@@ -25,6 +25,7 @@ type tlsListener struct {
 	cfg       *tls.Config
 	timeout   time.Duration
 	onRefused func(reason string, err error)
+	guard     *connGuard // nil: no limits
 	log       *slog.Logger
 
 	mu     sync.Mutex
@@ -60,6 +61,14 @@ func (l *tlsListener) Serve(establish listeners.EstablishFn) {
 		conn, err := l.ln.Accept()
 		if err != nil {
 			return
+		}
+		l.mu.Lock()
+		open := len(l.conns)
+		l.mu.Unlock()
+		if ok, reason := l.guard.admit(conn.RemoteAddr(), open, time.Now()); !ok {
+			conn.Close()
+			l.onRefused(reason, nil)
+			continue
 		}
 		if !l.track(conn) {
 			conn.Close()

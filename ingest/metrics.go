@@ -17,6 +17,8 @@ const (
 	refusedNoCertLogin        = "cert_login_off"       // no password, and cert_login is not enabled
 	refusedCertMismatch       = "cert_mismatch"        // not the bound certificate, or (unbound) CommonName is not the device key
 	refusedCertBoundElsewhere = "cert_bound_elsewhere" // the certificate is bound to another device
+	refusedTooManyConns       = "too_many_connections" // MaxConns open already: closed before the handshake
+	refusedConnRate           = "connection_rate"      // more new connections from one IP than ConnRatePerIP: closed before the handshake
 	refusedDisabled           = "disabled"             // the device is disabled in the registry
 )
 
@@ -105,7 +107,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	// Known reasons start at zero, so dashboards see them before they happen.
 	for _, r := range []string{refusedTLSBadCert, refusedTLSNoCert, refusedTLSHandshake, refusedBadUsername, refusedUnknownDevice,
-		refusedBadClientID, refusedStaleTimestamp, refusedBadSignature, refusedNoSecret, refusedNoCertLogin, refusedCertMismatch, refusedCertBoundElsewhere, refusedDisabled} {
+		refusedBadClientID, refusedStaleTimestamp, refusedBadSignature, refusedNoSecret, refusedNoCertLogin, refusedCertMismatch, refusedCertBoundElsewhere, refusedDisabled, refusedTooManyConns, refusedConnRate} {
 		m.connRefused.WithLabelValues(r)
 	}
 	for _, r := range []string{rejectedMalformed, rejectedTooLarge, rejectedLimit, rejectedForbidden, rejectedFenced,

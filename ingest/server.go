@@ -62,6 +62,15 @@ type Config struct {
 	MaxPayload int
 	// MaxItems bounds the items of one batch post; default 10000.
 	MaxItems int
+	// MaxConns bounds the open MQTT connections; default 10000. ConnRatePerIP
+	// bounds new connections per second from one IP address (burst
+	// ConnBurstPerIP); default 20/s, burst 100; negative disables. Past
+	// either, a connection is closed before its TLS handshake and counted
+	// (reasons too_many_connections, connection_rate), so a flood from one
+	// place does not crowd out other clients.
+	MaxConns       int
+	ConnRatePerIP  float64
+	ConnBurstPerIP int
 	// LoginMaxSkew is how far a secret login's timestamp may be from the
 	// server's clock; default 1h; negative disables the check. The login
 	// travels inside mutual TLS, so the timestamp guards against replay by
@@ -86,6 +95,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxItems <= 0 {
 		c.MaxItems = enos.DefaultLimits.MaxItems
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 10000
+	}
+	if c.ConnRatePerIP == 0 {
+		c.ConnRatePerIP = 20
+	}
+	if c.ConnBurstPerIP <= 0 {
+		c.ConnBurstPerIP = 100
 	}
 	if c.LoginMaxSkew == 0 {
 		c.LoginMaxSkew = time.Hour
@@ -273,10 +291,14 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		hln.Close()
 		return err
 	}
+	quiet := newLogOnce(10 * time.Second) // a flood is counted in full, logged once per reason per 10 s
 	tl := newTLSListener("enos-tls", mln, s.tls, func(reason string, err error) {
 		s.metrics.connRefused.WithLabelValues(reason).Inc()
-		s.log.Warn("connection refused at TLS", "reason", reason, "error", err)
+		if ok, held := quiet.allow(reason, time.Now()); ok {
+			s.log.Warn("connection refused before login", "reason", reason, "error", err, "similar_refusals_not_logged", held)
+		}
 	})
+	tl.guard = newConnGuard(s.cfg.MaxConns, s.cfg.ConnRatePerIP, s.cfg.ConnBurstPerIP)
 	if err := s.broker.AddListener(tl); err != nil {
 		mln.Close()
 		hln.Close()

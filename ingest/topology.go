@@ -49,9 +49,15 @@ func OpenTopology(path string) (*Topology, error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, fmt.Errorf("ingest: topology %s is corrupt: %v (fix or remove it: gateways then add their sub-devices again)", path, err)
 	}
-	for _, g := range f.Gateways {
+	for i, g := range f.Gateways {
+		if !enos.ValidKey(g.ProductKey) || !enos.ValidKey(g.DeviceKey) {
+			return nil, fmt.Errorf("ingest: topology %s is corrupt: gateways[%d]: invalid product or device key %q/%q (fix or remove the file)", path, i, g.ProductKey, g.DeviceKey)
+		}
 		subs := map[devKey]bool{}
-		for _, s := range g.SubDevices {
+		for j, s := range g.SubDevices {
+			if !enos.ValidKey(s.ProductKey) || !enos.ValidKey(s.DeviceKey) {
+				return nil, fmt.Errorf("ingest: topology %s is corrupt: gateways[%d].subDevices[%d]: invalid product or device key %q/%q (fix or remove the file)", path, i, j, s.ProductKey, s.DeviceKey)
+			}
 			subs[devKey{s.ProductKey, s.DeviceKey}] = true
 		}
 		t.added[devKey{g.ProductKey, g.DeviceKey}] = subs

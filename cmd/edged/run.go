@@ -242,6 +242,10 @@ type busHealth struct {
 	// Dropped: records dropped from the full queue to make room
 	// (when_full: drop_oldest), since start.
 	Dropped uint64 `json:"dropped_records"`
+	// Stalled: the oldest queued record has waited longer than 3 ×
+	// cloud.ack_timeout (at least a minute): data is not reaching the cloud,
+	// even if the link is up (the cloud refusing or failing to store).
+	Stalled bool `json:"stalled"`
 }
 
 func (g *gateway) health() (health, int) {
@@ -250,6 +254,7 @@ func (g *gateway) health() (health, int) {
 		h.Bus = busHealth{Depth: st.Depth, Records: st.Records, Bytes: st.Bytes, MaxBytes: st.MaxBytes, NextSeq: st.NextSeq, Dropped: st.Dropped}
 		if !st.Oldest.IsZero() {
 			h.Bus.OldestAgeS = time.Since(st.Oldest).Seconds()
+			h.Bus.Stalled = time.Since(st.Oldest) > max(time.Minute, 3*g.cfg.Cloud.AckTimeout)
 		}
 		if st.Bytes > st.MaxBytes*9/10 {
 			// Blocking: polls are about to pause. Dropping: polling goes on
@@ -268,7 +273,7 @@ func (g *gateway) health() (health, int) {
 		}
 	}
 	if h.Status == "ok" {
-		if !h.Uplink.Connected {
+		if !h.Uplink.Connected || h.Bus.Stalled {
 			h.Status = "degraded"
 		}
 		for _, l := range h.Links {

@@ -84,6 +84,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.RegistryFile, "registry", "registry.yaml", "device registry (YAML)")
 	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "bearer token of the registry API (/api/v1/registry/...); without it the API is disabled")
 	fs.IntVar(&cfg.MaxPayload, "max-payload", 512<<10, "largest accepted MQTT payload in bytes")
+	fs.IntVar(&cfg.MaxConns, "max-conns", 10000, "open MQTT connections at most; more are closed before the TLS handshake")
+	fs.Float64Var(&cfg.ConnRatePerIP, "conn-rate", 20, "new connections per second from one IP address (burst 100); more are closed before the TLS handshake; negative: no limit")
 	fs.DurationVar(&cfg.LoginMaxSkew, "login-max-skew", time.Hour, "how far a secret login's timestamp may be from this clock; negative disables the check (gateways without a real-time clock)")
 	pgDSN := fs.String("postgres", "", "store in this PostgreSQL database (a postgres:// URL or key=value DSN) instead of the embedded store in -data; default $EDGED_INGEST_POSTGRES")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
