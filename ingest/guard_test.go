@@ -72,9 +72,9 @@ func TestConnectionFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := paho.NewClientOptions().AddBroker("tls://"+addr).SetClientID(cid).SetUsername(user).SetPassword(pass).
-		SetTLSConfig(e.clientTLS(e.ca, "gwDK")).SetAutoReconnect(false).SetConnectTimeout(5*time.Second).
-		SetWriteTimeout(5*time.Second).SetDialer(&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second})
+	opts := paho.NewClientOptions().AddBroker("tls://" + addr).SetClientID(cid).SetUsername(user).SetPassword(pass).
+		SetTLSConfig(e.clientTLS(e.ca, "gwDK")).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
+		SetWriteTimeout(5 * time.Second).SetDialer(&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second})
 	dev := paho.NewClient(opts)
 	if tok := dev.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("the device beside the flood could not log in: %v", tok.Error())

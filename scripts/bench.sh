@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
 # The benchmark harness: micro-benchmarks (go test -bench) and the end-to-end
 # run (simulator → edged → ingestd on loopback), each printed as a table.
+#
+# Optional, because it takes longer than the outage it simulates:
+#   EDGED_BENCH_DRAIN=1        also run the backlog-drain benchmark
+#                              (internal/cmd/drainbench): ingestd down for
+#                              EDGED_BENCH_OUTAGE while edged polls 10k points/s,
+#                              then the drain of that backlog on resume/batch
+#                              while real-time data continues (goal: ≥ 5× the
+#                              live rate); fails on any lost record
+#   EDGED_BENCH_OUTAGE=10m     the outage (default 10m: about 12-13 minutes in all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== micro-benchmarks"
@@ -19,3 +28,8 @@ go run ./internal/cmd/amqbench -bin bin
 echo
 echo "== Redis snapshot cache versus redis-benchmark HSET on the same server"
 go run ./internal/cmd/redisbench
+if [ "${EDGED_BENCH_DRAIN:-}" = 1 ]; then
+	echo
+	echo "== backlog drain: ingestd down ${EDGED_BENCH_OUTAGE:-10m} at 10k points/s, then the drain while real-time continues"
+	go run ./internal/cmd/drainbench -bin bin -rate 10000 -outage "${EDGED_BENCH_OUTAGE:-10m}"
+fi
