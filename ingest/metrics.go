@@ -47,6 +47,7 @@ type metrics struct {
 	duplicates   prometheus.Counter
 	points       prometheus.Counter
 	events       prometheus.Counter
+	commands     *prometheus.CounterVec
 	attributes   prometheus.Counter
 	appendTime   prometheus.Histogram
 	latency      prometheus.Histogram
@@ -81,6 +82,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		points: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ingest_points_stored_total", Help: "Measure points stored.",
 		}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_commands_total", Help: "Commands down to devices by result: replied, timeout, offline, send_failed, reply_malformed, reply_unexpected.",
+		}, []string{"result"}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ingest_events_stored_total", Help: "Device events stored (thing/event/{id}/post).",
 		}),
@@ -100,7 +104,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ingest_admin_auth_failures_total", Help: "Registry API requests refused: missing or wrong bearer token.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.connAccepted, m.connRefused, m.aclDenied, m.posts, m.rejected, m.items, m.duplicates, m.points, m.events, m.attributes, m.appendTime, m.latency, m.adminAuthFailures} {
+	for _, c := range []prometheus.Collector{m.connAccepted, m.connRefused, m.aclDenied, m.posts, m.rejected, m.items, m.duplicates, m.points, m.events, m.commands, m.attributes, m.appendTime, m.latency, m.adminAuthFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -128,6 +128,7 @@ type Server struct {
 	limits   enos.Limits
 	topo     *Topology
 	sess     sessions
+	cmds     commandWaiters
 
 	// scaleOut: a worker behind an external broker (see Worker): no
 	// connections of its own, so no sub-device sessions.
@@ -545,8 +546,10 @@ func (s *Server) handle(cl conn, dev *RegistryDevice, topic string, payload []by
 	if tpk, tdk, suffix, ok := enos.ParseTopic(topic); ok {
 		self := tpk == dev.ProductKey && tdk == dev.DeviceKey
 		if strings.HasSuffix(suffix, enos.ReplySuffix) {
-			// A device answering a command: commands are not sent yet.
-			return packets.CodeSuccessIgnore
+			if strings.HasPrefix(suffix, enos.SuffixServicePrefix) {
+				s.commandReply(tpk, tdk, topic, payload) // a device answering a command
+			}
+			return packets.CodeSuccessIgnore // never forwarded
 		}
 		// A gateway acts on a sub-device's topic only while it is logged in.
 		if !self && !s.sess.online(cl, devKey{tpk, tdk}) {
