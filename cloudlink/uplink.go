@@ -72,6 +72,12 @@ type Options struct {
 	// PUBACK means "received", not "stored". A 5xx reply, or none within
 	// AckTimeout, restarts the session and the data is sent again.
 	ConfirmByReply bool
+	// Commander executes commands from the cloud (measurepoint/set); nil
+	// answers every command 501.
+	Commander Commander
+	// CommandTimeout bounds one command's execution; default 8 s (the
+	// ingest waits 10 s for the reply by default).
+	CommandTimeout time.Duration
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
 }
@@ -109,6 +115,9 @@ func New(o Options) *Uplink {
 	}
 	if o.SignMethod == "" {
 		o.SignMethod = "sha256"
+	}
+	if o.CommandTimeout <= 0 {
+		o.CommandTimeout = 8 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -290,6 +299,7 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 	if err != nil {
 		return err
 	}
+	opts.SetDefaultPublishHandler(u.commandHandler(sctx, make(chan struct{}, maxCommands)))
 	client := mqtt.NewClient(opts)
 	tok := client.Connect()
 	if !tok.WaitTimeout(15 * time.Second) {
@@ -670,7 +680,7 @@ type uplinkMetrics struct {
 	sessionErrors, postedRecords, postedBytes, ackedRecords, deadLettered prometheus.Counter
 	resumedRecords, tapRecords                                            prometheus.Counter
 	ackSeconds                                                            prometheus.Histogram
-	replies                                                               *prometheus.CounterVec
+	replies, commands                                                     *prometheus.CounterVec
 }
 
 func newUplinkMetrics(r prometheus.Registerer) *uplinkMetrics {
@@ -688,9 +698,11 @@ func newUplinkMetrics(r prometheus.Registerer) *uplinkMetrics {
 			Buckets: []float64{.001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 5},
 		}),
 		replies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edged_uplink_replies_total", Help: "Replies from the cloud by result code."}, []string{"code"}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edged_commands_total",
+			Help: "Commands from the cloud by the reply code edged answered (200, 400, 403, 404, 501, 502, 503, 504, ...), or unexpected (a message that is not a command)."}, []string{"result"}),
 	}
 	if r != nil {
-		r.MustRegister(m.connected, m.sessionErrors, m.postedRecords, m.resumedRecords, m.tapRecords, m.postedBytes, m.ackedRecords, m.deadLettered, m.ackSeconds, m.replies)
+		r.MustRegister(m.connected, m.sessionErrors, m.postedRecords, m.resumedRecords, m.tapRecords, m.postedBytes, m.ackedRecords, m.deadLettered, m.ackSeconds, m.replies, m.commands)
 	}
 	return m
 }

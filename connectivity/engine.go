@@ -36,6 +36,7 @@ type Reading struct {
 // Engine runs every link.
 type Engine struct {
 	links []*link
+	byDev []*device // by index in Config.Devices; nil for a device on a link without a driver
 	out   chan<- Reading
 	log   *slog.Logger
 	m     *metrics
@@ -59,7 +60,7 @@ type DeviceHealth struct {
 
 // New builds the engine: one driver per link, from reg. No I/O.
 func New(cfg *config.Config, reg *drivers.Registry, out chan<- Reading, log *slog.Logger, pr prometheus.Registerer) (*Engine, error) {
-	e := &Engine{out: out, log: log, m: newMetrics(pr)}
+	e := &Engine{out: out, log: log, m: newMetrics(pr), byDev: make([]*device, len(cfg.Devices))}
 	index := map[string]int{}
 	for i, d := range cfg.Devices {
 		index[d.Name] = i
@@ -74,10 +75,11 @@ func New(cfg *config.Config, reg *drivers.Registry, out chan<- Reading, log *slo
 		if err != nil {
 			return nil, err
 		}
-		l := &link{cfg: lc, drv: drv, e: e, log: log.With("link", lc.Name)}
+		l := &link{cfg: lc, drv: drv, e: e, log: log.With("link", lc.Name), writes: make(chan *writeReq)}
 		for i, d := range devs {
 			prof, _ := cfg.Profile(d.Profile)
-			l.devices = append(l.devices, &device{
+			dv := &device{
+				link:   l,
 				cfg:    d,
 				global: index[d.Name],
 				local:  i,
@@ -86,7 +88,9 @@ func New(cfg *config.Config, reg *drivers.Registry, out chan<- Reading, log *slo
 				bad:    make([]bool, len(prof.Points)),
 				retry:  backoff.Backoff{Min: d.Poll, Max: max(d.Poll, 60*time.Second)},
 				up:     true,
-			})
+			}
+			l.devices = append(l.devices, dv)
+			e.byDev[dv.global] = dv
 		}
 		e.links = append(e.links, l)
 	}
@@ -129,6 +133,9 @@ type link struct {
 	e       *Engine
 	log     *slog.Logger
 	devices []*device
+	writes  chan *writeReq // served by the link's goroutine between polls
+
+	connected bool // the driver is connected; only the link's goroutine uses it
 
 	mu      sync.Mutex // guards the health fields below and in devices
 	up      bool
@@ -136,6 +143,7 @@ type link struct {
 }
 
 type device struct {
+	link    *link
 	cfg     config.Device
 	global  int // index in Config.Devices
 	local   int // index among the link's devices, as the driver knows it
@@ -153,14 +161,13 @@ type device struct {
 func (l *link) run(ctx context.Context) {
 	defer l.drv.Close()
 	reconnect := backoff.Backoff{Min: 200 * time.Millisecond, Max: 30 * time.Second}
-	connected := false
 	now := time.Now()
 	for i, d := range l.devices {
 		// spread the first polls over the interval so devices do not burst together
 		d.due = now.Add(d.cfg.Poll * time.Duration(i) / time.Duration(len(l.devices)))
 	}
 	for ctx.Err() == nil {
-		if !connected {
+		if !l.connected {
 			cctx, cancel := context.WithTimeout(ctx, max(l.cfg.Timeout, time.Second))
 			err := l.drv.Connect(cctx)
 			cancel()
@@ -169,33 +176,73 @@ func (l *link) run(ctx context.Context) {
 					return
 				}
 				l.linkDown(ctx, err)
-				if !sleep(ctx, reconnect.Next()) {
+				if !l.wait(ctx, time.Now().Add(reconnect.Next())) {
 					return
 				}
 				continue
 			}
-			connected = true
+			l.connected = true
 			reconnect.Reset()
 			l.linkUp()
 		}
 		d := l.nextDue()
-		if !sleepUntil(ctx, d.due) {
+		if !l.wait(ctx, d.due) {
 			return
+		}
+		if d.due.After(time.Now()) {
+			continue // a write was served; the link may be down, another device due
 		}
 		if err := l.poll(ctx, d); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			if errors.Is(err, drivers.ErrLinkBroken) || errors.Is(err, drivers.ErrNotConnected) {
+			if linkFault(err) {
 				l.drv.Close()
-				connected = false
+				l.connected = false
 				l.linkDown(ctx, err)
-				if !sleep(ctx, reconnect.Next()) {
+				if !l.wait(ctx, time.Now().Add(reconnect.Next())) {
 					return
 				}
 			}
 		}
 	}
+}
+
+// wait sleeps until at, serving writes meanwhile: executed when connected,
+// refused with drivers.ErrNotConnected when not. It returns early, true,
+// after a write that broke the link (the caller sees it down) or that made
+// a device due at once. False when ctx ended.
+func (l *link) wait(ctx context.Context, at time.Time) bool {
+	t := time.NewTimer(time.Until(at))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case w := <-l.writes:
+			if !l.connected {
+				w.done <- fmt.Errorf("device %s: %w: link %s is down (%s)", w.dev.cfg.Name, drivers.ErrNotConnected, l.cfg.Name, l.lastError())
+				continue
+			}
+			l.write(ctx, w)
+			return true // re-plan: the device is due for a poll now, or the link broke
+		}
+	}
+}
+
+func (l *link) lastError() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lastErr == "" {
+		return "not connected"
+	}
+	return l.lastErr
+}
+
+func linkFault(err error) bool {
+	return errors.Is(err, drivers.ErrLinkBroken) || errors.Is(err, drivers.ErrNotConnected)
 }
 
 func (l *link) nextDue() *device {
@@ -361,25 +408,6 @@ func errKind(err error) string {
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func sleepUntil(ctx context.Context, at time.Time) bool {
-	d := time.Until(at)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	return sleep(ctx, d)
-}
-
 type metrics struct {
 	pollSeconds *prometheus.HistogramVec
 	pollErrors  *prometheus.CounterVec
@@ -388,6 +416,7 @@ type metrics struct {
 	linkUp      *prometheus.GaugeVec
 	linkErrors  *prometheus.CounterVec
 	deviceUp    *prometheus.GaugeVec
+	writes      *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -414,9 +443,12 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		deviceUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "edged_device_up", Help: "1 when the device's last poll succeeded.",
 		}, []string{"link", "device"}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edged_writes_total", Help: "Writes to device points (commands from the cloud), by result (ok, timeout, device, unsupported, not_connected, link_broken, other).",
+		}, []string{"link", "device", "result"}),
 	}
 	if r != nil {
-		r.MustRegister(m.pollSeconds, m.pollErrors, m.pointErrors, m.overruns, m.linkUp, m.linkErrors, m.deviceUp)
+		r.MustRegister(m.pollSeconds, m.pollErrors, m.pointErrors, m.overruns, m.linkUp, m.linkErrors, m.deviceUp, m.writes)
 	}
 	return m
 }

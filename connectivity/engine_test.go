@@ -33,6 +33,7 @@ type scripted struct {
 	active   atomic.Int32
 	overlap  atomic.Bool
 	failConn atomic.Int32 // Connect fails this many more times
+	writeFn  func(ctx context.Context, dev string, pt int, v telemetry.Value) error
 }
 
 func (s *scripted) Connect(ctx context.Context) error {
@@ -69,8 +70,18 @@ func (s *scripted) Poll(ctx context.Context, dev int, buf []telemetry.Sample) ([
 // errPointBad makes the scripted driver answer with point 0 bad.
 var errPointBad = errors.New("point bad")
 
-func (s *scripted) Write(context.Context, int, int, telemetry.Value) error {
-	return drivers.ErrUnsupported
+func (s *scripted) Write(ctx context.Context, dev, pt int, v telemetry.Value) error {
+	if s.active.Add(1) > 1 {
+		s.overlap.Store(true)
+	}
+	defer s.active.Add(-1)
+	s.mu.Lock()
+	f := s.writeFn
+	s.mu.Unlock()
+	if f == nil {
+		return drivers.ErrUnsupported
+	}
+	return f(ctx, s.devices[dev].Name, pt, v)
 }
 func (s *scripted) Close() error { return nil }
 

@@ -20,6 +20,8 @@ type MeasurePoint struct {
 	scale      float64
 	offset     float64
 	staleAfter time.Duration
+	name       string // the raw point's name in the profile
+	readOnly   string // why the point cannot be written; "" if it can
 }
 
 // Scaled reports whether the raw value is transformed (and so becomes a float).
@@ -28,27 +30,36 @@ func (m *MeasurePoint) Scaled() bool { return m.scale != 1 || m.offset != 0 }
 type deviceModel struct {
 	name, productKey, deviceKey string
 	points                      []MeasurePoint
+	byID                        map[string]int // measure point id → index in points
 }
 
 // Normaliser maps raw samples to measure points. It is immutable after
 // construction and safe for concurrent use.
 type Normaliser struct {
 	devices []deviceModel
+	byKey   map[string]int // "productKey/deviceKey" → index in devices
 }
 
 // NewNormaliser builds the model of every configured device from its profile.
 func NewNormaliser(cfg *config.Config) *Normaliser {
-	n := &Normaliser{devices: make([]deviceModel, len(cfg.Devices))}
+	n := &Normaliser{devices: make([]deviceModel, len(cfg.Devices)), byKey: make(map[string]int, len(cfg.Devices))}
 	for i, d := range cfg.Devices {
 		prof, _ := cfg.Profile(d.Profile)
-		dm := deviceModel{name: d.Name, productKey: d.ProductKey, deviceKey: d.DeviceKey}
-		for _, p := range prof.Points {
+		dm := deviceModel{name: d.Name, productKey: d.ProductKey, deviceKey: d.DeviceKey, byID: make(map[string]int, len(prof.Points))}
+		for j, p := range prof.Points {
 			dm.points = append(dm.points, MeasurePoint{
 				ID: p.MeasureID(), Unit: p.Unit, Type: p.Type,
 				scale: p.ScaleOrOne(), offset: p.Offset, staleAfter: p.StaleAfter,
+				name: p.Name, readOnly: readOnlyReason(p.Access, p.Table),
 			})
+			if _, dup := dm.byID[p.MeasureID()]; !dup { // config validation refuses duplicates
+				dm.byID[p.MeasureID()] = j
+			}
 		}
 		n.devices[i] = dm
+		if _, dup := n.byKey[d.ProductKey+"/"+d.DeviceKey]; !dup {
+			n.byKey[d.ProductKey+"/"+d.DeviceKey] = i
+		}
 	}
 	return n
 }

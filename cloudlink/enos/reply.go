@@ -2,6 +2,7 @@ package enos
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
 
 	"github.com/edged/edged/telemetry"
@@ -20,7 +21,38 @@ const (
 	CodeTooLarge       = 413 // payload, item count or id over a limit: split and send again
 	CodeInternal       = 500 // the store failed: retry
 	CodeNotImplemented = 501 // a request ingestd does not handle (yet)
+	// The codes a gateway answers a command with when the device is at
+	// fault: it refused (a Modbus exception), its link is down, or it did
+	// not answer in time.
+	CodeDeviceRefused = 502
+	CodeUnavailable   = 503
+	CodeTimeout       = 504
 )
+
+// CodeError is an error with the reply code that answers it.
+type CodeError struct {
+	Code int
+	Err  error
+}
+
+func (e *CodeError) Error() string { return e.Err.Error() }
+func (e *CodeError) Unwrap() error { return e.Err }
+
+// Coded wraps err with a reply code.
+func Coded(code int, err error) error { return &CodeError{Code: code, Err: err} }
+
+// CodeOf returns the reply code of err: 200 for nil, a CodeError's code,
+// else 500.
+func CodeOf(err error) int {
+	if err == nil {
+		return CodeOK
+	}
+	var ce *CodeError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return CodeInternal
+}
 
 // Reply is the answer to a request, published on the request topic +
 // ReplySuffix.

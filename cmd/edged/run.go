@@ -27,6 +27,7 @@ import (
 	"github.com/edged/edged/cloudlink"
 	"github.com/edged/edged/config"
 	"github.com/edged/edged/connectivity"
+	"github.com/edged/edged/control"
 	"github.com/edged/edged/ha"
 	"github.com/edged/edged/modelsync"
 	"github.com/edged/edged/pipeline"
@@ -128,6 +129,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 		MaxPayload: cfg.Cloud.MaxPayload, InFlight: cfg.Cloud.InFlight, AckTimeout: cfg.Cloud.AckTimeout,
 		Tap: tap, ResumeAfter: cfg.Cloud.ResumeAfter, ResumeRate: cfg.Cloud.ResumeRate,
 		ConfirmByReply: cfg.Cloud.Confirm == "reply",
+		Commander:      &control.Executor{Norm: g.norm, Writer: g.engine},
 		Logger:         log.With("component", "uplink"), Registerer: reg,
 	})
 	registerBusMetrics(reg, b)
