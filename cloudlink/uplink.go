@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,8 +79,11 @@ type Options struct {
 	// CommandTimeout bounds one command's execution; default 8 s (the
 	// ingest waits 10 s for the reply by default).
 	CommandTimeout time.Duration
-	Logger         *slog.Logger
-	Registerer     prometheus.Registerer
+	// OnConnect is called (on its own goroutine) each time a session is
+	// up: e.g. to check for new device models.
+	OnConnect  func()
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Uplink is the cloud link stage.
@@ -91,6 +95,7 @@ type Uplink struct {
 	lastErr   atomic.Value // string
 	lastAck   atomic.Int64 // unix ms
 	nextID    atomic.Uint64
+	link      atomic.Pointer[link] // the session, while one is up
 }
 
 // New builds the uplink. No I/O.
@@ -336,6 +341,11 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 	u.lastErr.Store("")
 	o.Logger.Info("cloud link up", "broker", o.Broker, "product_key", o.ProductKey, "device_key", o.DeviceKey,
 		"backlog_records", st.Records, "backlog_oldest", st.Oldest)
+	u.link.Store(&link{client: client, ctx: sctx})
+	defer u.link.Store(nil)
+	if o.OnConnect != nil {
+		go o.OnConnect()
+	}
 
 	deliveries, err := o.Bus.Consume(sctx, bus.Telemetry)
 	if err != nil {
@@ -670,7 +680,7 @@ func (u *Uplink) onReply(_ mqtt.Client, msg mqtt.Message) {
 		default: // a duplicate reply
 		}
 	}
-	if r.Code != 200 {
+	if r.Code != 200 && !strings.HasPrefix(r.ID, "r") { // requests' callers judge their replies
 		u.o.Logger.Error("cloud rejected a post", "id", r.ID, "code", r.Code, "message", r.Message)
 	}
 }
