@@ -32,6 +32,7 @@ const (
 //	GET /api/v1/devices/{pk}/{dk}/topology                 a gateway's sub-devices (declared and added) and which are logged in
 //	GET /api/v1/gateways/{gateway}/sequences               stored sequence ranges per origin epoch (gaps = missing data)
 //	POST /api/v1/devices/{pk}/{dk}/services/{service...}   a command down to the device; answers its reply (commands.go; admin token)
+//	GET|PUT /api/v1/models[/{pk}]                          thing models, versioned (models_api.go; admin token)
 //	GET /metrics                                           Prometheus
 //
 // Errors are {"error":"..."} with 400 (bad query), 404 (unknown device,
@@ -47,6 +48,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/gateways/{gateway}/sequences", s.handleSequences)
 	mux.HandleFunc("POST /api/v1/devices/{pk}/{dk}/services/{service...}", s.admin(s.handleCommand))
 	s.registryRoutes(mux)
+	s.modelRoutes(mux)
 	if s.gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	}

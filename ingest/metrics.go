@@ -35,6 +35,7 @@ const (
 	rejectedTopology    = "topology"         // 403: a gateway acting for a device not in its topology
 	rejectedOffline     = "sub_offline"      // 403: a gateway acting for a sub-device that is not logged in
 	rejectedPacketLarge = "packet_too_large" // MQTT packet over the hard limit: connection closed
+	rejectedNoModel     = "no_model"         // 404: thing/tsltemplate/get for a product (or version) without a model
 )
 
 type metrics struct {
@@ -54,6 +55,10 @@ type metrics struct {
 	// adminAuthFailures counts registry API requests refused for a
 	// missing or wrong bearer token.
 	adminAuthFailures prometheus.Counter
+	// modelUpdates counts model API PUTs by result; modelRequests the
+	// thing/tsltemplate/get requests by result (models_api.go).
+	modelUpdates  *prometheus.CounterVec
+	modelRequests *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -103,8 +108,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		adminAuthFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ingest_admin_auth_failures_total", Help: "Registry API requests refused: missing or wrong bearer token.",
 		}),
+		modelUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_model_updates_total", Help: "Thing model updates (PUT /api/v1/models/{pk}) by result: created, unchanged, conflict, invalid, store_error.",
+		}, []string{"result"}),
+		modelRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_model_requests_total", Help: "thing/tsltemplate/get requests by result: served, not_found, malformed, unavailable.",
+		}, []string{"result"}),
 	}
-	for _, c := range []prometheus.Collector{m.connAccepted, m.connRefused, m.aclDenied, m.posts, m.rejected, m.items, m.duplicates, m.points, m.events, m.commands, m.attributes, m.appendTime, m.latency, m.adminAuthFailures} {
+	for _, c := range []prometheus.Collector{m.connAccepted, m.connRefused, m.aclDenied, m.posts, m.rejected, m.items, m.duplicates, m.points, m.events, m.commands, m.attributes, m.appendTime, m.latency, m.adminAuthFailures, m.modelUpdates, m.modelRequests} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -115,8 +126,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.connRefused.WithLabelValues(r)
 	}
 	for _, r := range []string{rejectedMalformed, rejectedTooLarge, rejectedLimit, rejectedForbidden, rejectedFenced,
-		rejectedStore, rejectedUnsupported, rejectedLogin, rejectedTopology, rejectedOffline, rejectedPacketLarge} {
+		rejectedStore, rejectedUnsupported, rejectedLogin, rejectedTopology, rejectedOffline, rejectedPacketLarge, rejectedNoModel} {
 		m.rejected.WithLabelValues(r)
+	}
+	for _, r := range []string{modelCreated, modelUnchanged, modelConflict, modelInvalid, modelStoreError} {
+		m.modelUpdates.WithLabelValues(r)
+	}
+	for _, r := range []string{modelServed, modelNotFound, modelMalformed, modelUnavailable} {
+		m.modelRequests.WithLabelValues(r)
 	}
 	m.aclDenied.WithLabelValues("publish")
 	m.aclDenied.WithLabelValues("subscribe")

@@ -54,6 +54,10 @@ type Config struct {
 	// thing/topo/add; default DataDir/topology.json (in memory only when
 	// there is no DataDir).
 	TopologyFile string
+	// ModelsDir holds the versions of the products' thing models (see
+	// ModelStore); default DataDir/models (in memory only when there is
+	// no DataDir).
+	ModelsDir string
 
 	// MaxPayload bounds a request's payload; default 512 KiB. A larger
 	// one, up to twice the size, is answered with code 413 (and
@@ -114,6 +118,9 @@ func (c *Config) setDefaults() {
 	if c.TopologyFile == "" && c.DataDir != "" {
 		c.TopologyFile = filepath.Join(c.DataDir, "topology.json")
 	}
+	if c.ModelsDir == "" && c.DataDir != "" {
+		c.ModelsDir = filepath.Join(c.DataDir, "models")
+	}
 }
 
 // Server is the ingest service. Build it with New, run it once with Run.
@@ -129,6 +136,9 @@ type Server struct {
 	topo     *Topology
 	sess     sessions
 	cmds     commandWaiters
+	// models: the thing models; nil on a scale-out worker (requests for
+	// them are answered 501).
+	models *ModelStore
 
 	// scaleOut: a worker behind an external broker (see Worker): no
 	// connections of its own, so no sub-device sessions.
@@ -188,6 +198,10 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 	if err != nil {
 		return nil, err
 	}
+	models, err := OpenModelStore(cfg.ModelsDir)
+	if err != nil {
+		return nil, err
+	}
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
@@ -211,6 +225,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 		reg:      registry,
 		regToken: admin,
 		topo:     topo,
+		models:   models,
 		metrics:  m,
 		gatherer: g,
 		limits:   enos.Limits{MaxItems: cfg.MaxItems},
@@ -545,6 +560,13 @@ func (s *Server) processPublish(cl *mqtt.Client, pk packets.Packet) error {
 func (s *Server) handle(cl conn, dev *RegistryDevice, topic string, payload []byte) error {
 	if tpk, tdk, suffix, ok := enos.ParseTopic(topic); ok {
 		self := tpk == dev.ProductKey && tdk == dev.DeviceKey
+		if suffix == enos.SuffixTSLTemplateGet {
+			// A model is the product's, and reading it changes nothing: a
+			// gateway asks for a sub-device's (in its topology: the ACL
+			// checked) without logging it in, as it posts for it with
+			// allowOfflineSubDevice.
+			return s.tslTemplateGet(topic, tpk, payload)
+		}
 		if strings.HasSuffix(suffix, enos.ReplySuffix) {
 			if strings.HasPrefix(suffix, enos.SuffixServicePrefix) {
 				s.commandReply(tpk, tdk, topic, payload) // a device answering a command

@@ -36,7 +36,10 @@ import (
 // for it with cloud.confirm: reply. EnOS secret logins are not verified
 // (Mosquitto checks the certificate; it has no EnOS signature check), and
 // sub-device sessions (combine.*) and thing/topo/add|delete are refused:
-// declare sub-devices in the registry.
+// declare sub-devices in the registry. Thing models are not served:
+// thing/tsltemplate/get is answered 501, as a worker has no model store
+// (the models live in the data dir of one ingestd run, and workers share
+// only the PostgreSQL store); serve models from an ingestd run.
 type WorkerConfig struct {
 	Broker   string      // tls://host:port of the external broker
 	TLS      *tls.Config // the worker's client certificate and the broker's CA

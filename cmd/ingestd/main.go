@@ -5,6 +5,7 @@
 //	ingestd run -mqtt 127.0.0.1:8883 -http 127.0.0.1:8080 -data DIR -cert F -key F -client-ca F -registry F [-postgres DSN] [-admin-token-file F]
 //	ingestd watch -http 127.0.0.1:8080 -device PK/DK [-device PK/DK ...] [-gateway ID]
 //	ingestd registry list|get|put|delete [PK/DK] -http 127.0.0.1:8080 -token-file F [put flags]
+//	ingestd models list|get|put|check [PK] -http 127.0.0.1:8080 -token-file F [-version N] [-f FILE]
 package main
 
 import (
@@ -39,6 +40,7 @@ commands:
   run      serve MQTT (TLS, client certificates required) and the HTTP API
   watch    print the latest values of devices every second (a live table)
   registry list, get, put or delete registered devices (through the HTTP API)
+  models   list, get or put the products' thing models (through the HTTP API)
   worker   scale-out: take requests from an external MQTT broker (Mosquitto,
            shared subscription) and store them in PostgreSQL
   version  print the version
@@ -57,6 +59,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdWatch(args[1:], stdout, stderr)
 	case "registry":
 		return cmdRegistry(args[1:], stdout, stderr)
+	case "models":
+		return cmdModels(args[1:], os.Stdin, stdout, stderr)
 	case "worker":
 		return cmdWorker(args[1:], stderr)
 	case "version", "-version", "--version":
@@ -82,7 +86,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.KeyFile, "key", "", "server key (PEM)")
 	fs.StringVar(&cfg.ClientCAFile, "client-ca", "", "CA that client certificates must chain to")
 	fs.StringVar(&cfg.RegistryFile, "registry", "registry.yaml", "device registry (YAML)")
-	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "bearer token of the registry API (/api/v1/registry/...); without it the API is disabled")
+	fs.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "bearer token of the registry and model APIs (/api/v1/registry/..., /api/v1/models/...); without it they are disabled")
+	fs.StringVar(&cfg.ModelsDir, "models-dir", "", "the products' thing models, a file per version (default DATA/models)")
 	fs.IntVar(&cfg.MaxPayload, "max-payload", 512<<10, "largest accepted MQTT payload in bytes")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 10000, "open MQTT connections at most; more are closed before the TLS handshake")
 	fs.Float64Var(&cfg.ConnRatePerIP, "conn-rate", 20, "new connections per second from one IP address (burst 100); more are closed before the TLS handshake; negative: no limit")
