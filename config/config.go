@@ -10,6 +10,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,6 +24,8 @@ import (
 	"github.com/goccy/go-yaml/parser"
 
 	"github.com/edged/edged/internal/yamlpos"
+	"github.com/edged/edged/modelsync/formula"
+	"github.com/edged/edged/telemetry"
 )
 
 // Config is one gateway's whole configuration.
@@ -32,6 +35,7 @@ type Config struct {
 	Bus      Bus       `yaml:"bus"`
 	Cache    Cache     `yaml:"cache"`
 	Metrics  Metrics   `yaml:"metrics"`
+	Models   Models    `yaml:"models"`
 	Links    []Link    `yaml:"links"`
 	Profiles []Profile `yaml:"profiles"`
 	Devices  []Device  `yaml:"devices"`
@@ -139,6 +143,14 @@ type Metrics struct {
 	Listen string `yaml:"listen"` // default 127.0.0.1:9100; "off" disables
 }
 
+// Models is the sync of the devices' thing models from the cloud.
+type Models struct {
+	// CheckInterval: how often edged asks the cloud for new model
+	// versions, besides at every (re)connect and when told (POST
+	// /api/v1/models/sync); default 10m.
+	CheckInterval time.Duration `yaml:"check_interval"`
+}
+
 // Link is one physical connection: a TCP connection to a device or gateway,
 // later a serial line.
 //
@@ -173,6 +185,12 @@ type Profile struct {
 	Name       string  `yaml:"name"`
 	ProductKey string  `yaml:"product_key"` // cloud product of devices with this profile
 	Points     []Point `yaml:"points"`
+	// Measures are computed measure points: an expression over the raw
+	// points (their values after their own scale and offset).
+	Measures []Measure `yaml:"measures"`
+	// Report is the default reporting policy of the profile's measure
+	// points (default every_poll).
+	Report *Report `yaml:"report"`
 	// PointsCSV is a point table kept as CSV (a spreadsheet export), added
 	// after Points. Columns, by header name: name, table, address, type,
 	// order, scale, offset, unit, access, and optionally measure, register,
@@ -242,8 +260,126 @@ type Point struct {
 	// StaleAfter marks a value stale when its source time is older than
 	// this; default 3 poll intervals.
 	StaleAfter time.Duration `yaml:"stale_after"`
+	// Publish: false reads the point only to feed the profile's measures'
+	// expressions; it is then no measure point (not sent, not writable).
+	Publish *bool `yaml:"publish"`
+	// Report is when the measure point is sent (default the profile's).
+	Report *Report `yaml:"report"`
 
 	Line int `yaml:"-"`
+}
+
+// Published reports whether the point is a measure point of its own.
+func (p Point) Published() bool { return p.Publish == nil || *p.Publish }
+
+// ValueKind is the kind of the point's value after scale and offset: what
+// the model conversion and the profile's expressions see.
+func (p Point) ValueKind() telemetry.Kind {
+	switch p.Type {
+	case "bool":
+		return telemetry.KindBool
+	case "string":
+		return telemetry.KindString
+	case "float32", "float64":
+		return telemetry.KindFloat
+	}
+	if p.Scale != nil && *p.Scale != 1 || p.Offset != 0 {
+		return telemetry.KindFloat
+	}
+	switch p.Type {
+	case "int16", "int32", "int64":
+		return telemetry.KindInt
+	}
+	return telemetry.KindUint
+}
+
+// Measure is a computed measure point of a profile.
+type Measure struct {
+	ID string `yaml:"id"` // the model's measure point id
+	// Expr is an expr-lang expression over the profile's raw points by
+	// name, e.g. "p_a + p_b + p_c", "bit(status, 3)",
+	// "xor(alarm_a, alarm_b)", "p / s" (a division by zero gives a bad
+	// value, "division by zero").
+	Expr string `yaml:"expr"`
+	Unit string `yaml:"unit"`
+	// Enum maps the expression's integer result to a label ("0": "off");
+	// the measure point is then the label (or, when the model's data type
+	// is enum, the model's code for that label).
+	Enum   map[int64]string `yaml:"enum"`
+	Report *Report          `yaml:"report"`
+
+	Line int `yaml:"-"`
+}
+
+// Report is a reporting policy: when a measure point is sent.
+//
+//	report: every_poll                    # every value (the default)
+//	report: on_change                     # when the value or quality changes
+//	report: {deadband: 0.5}               # when it moves by more than 0.5 since the last sent value
+//	report: {deadband_percent: 1}         # ... by more than 1% of the last sent value
+//	report: {on_change: true, max_silence: 5m} # and at least every 5 minutes
+//
+// A change of quality (good, bad, stale) or of the reason of a bad value
+// is always sent.
+type Report struct {
+	Mode       string        // every_poll, on_change, deadband, deadband_percent
+	Deadband   float64       // with deadband: the absolute change; with deadband_percent: the percentage
+	MaxSilence time.Duration // > 0: send anyway when nothing was sent for this long
+	problems   []reportProblem
+}
+
+type reportProblem struct{ key, msg string }
+
+// the mapping form of report
+type reportMap struct {
+	OnChange        *bool         `yaml:"on_change"`
+	Deadband        *float64      `yaml:"deadband"`
+	DeadbandPercent *float64      `yaml:"deadband_percent"`
+	MaxSilence      time.Duration `yaml:"max_silence"`
+}
+
+// UnmarshalYAML takes the scalar form (every_poll, on_change) or the
+// mapping form ({deadband: 0.5, max_silence: 5m}); validation reports
+// what does not make sense, with the line.
+func (r *Report) UnmarshalYAML(unmarshal func(any) error) error {
+	var s string
+	if err := unmarshal(&s); err == nil {
+		r.Mode = s
+		switch s {
+		case "every_poll", "on_change":
+		default:
+			r.problems = append(r.problems, reportProblem{"", fmt.Sprintf("report %q: use every_poll, on_change, or a mapping {on_change: true, deadband: 0.5, deadband_percent: 1, max_silence: 5m}", s)})
+		}
+		return nil
+	}
+	var m reportMap
+	if err := unmarshal(&m); err != nil {
+		return err
+	}
+	r.Mode = "on_change"
+	r.MaxSilence = m.MaxSilence
+	if m.OnChange != nil && !*m.OnChange {
+		r.problems = append(r.problems, reportProblem{"on_change", "on_change: false makes no sense here; for every value use report: every_poll"})
+	}
+	if m.Deadband != nil && m.DeadbandPercent != nil {
+		r.problems = append(r.problems, reportProblem{"deadband_percent", "give deadband (absolute) or deadband_percent, not both"})
+	}
+	switch {
+	case m.Deadband != nil:
+		r.Mode, r.Deadband = "deadband", *m.Deadband
+		if r.Deadband <= 0 || math.IsNaN(r.Deadband) || math.IsInf(r.Deadband, 0) {
+			r.problems = append(r.problems, reportProblem{"deadband", fmt.Sprintf("deadband %g: give a positive change, in the measure point's unit", r.Deadband)})
+		}
+	case m.DeadbandPercent != nil:
+		r.Mode, r.Deadband = "deadband_percent", *m.DeadbandPercent
+		if r.Deadband <= 0 || r.Deadband > 100 || math.IsNaN(r.Deadband) {
+			r.problems = append(r.problems, reportProblem{"deadband_percent", fmt.Sprintf("deadband_percent %g: 0 < percent <= 100 (of the last sent value)", r.Deadband)})
+		}
+	}
+	if m.MaxSilence < 0 {
+		r.problems = append(r.problems, reportProblem{"max_silence", "max_silence must be positive"})
+	}
+	return nil
 }
 
 // Device is one field device on a link.
@@ -429,6 +565,9 @@ func indexFile(f *ast.File) *index {
 		if key == "name" {
 			idx.names[strings.TrimSuffix(path, ".name")] = strings.Trim(v.String(), `"'`)
 		}
+		if key == "id" && strings.Contains(path, ".measures[") { // a measure is named by its id
+			idx.names[strings.TrimSuffix(path, ".id")] = strings.Trim(v.String(), `"'`)
+		}
 	})
 	idx.Each(func(p string, l int) {
 		if strings.HasSuffix(p, "]") {
@@ -509,6 +648,9 @@ func (x *index) stampLines(c *Config) {
 		c.Profiles[i].Line = x.Line(fmt.Sprintf("$.profiles[%d]", i))
 		for j := range c.Profiles[i].Points {
 			c.Profiles[i].Points[j].Line = x.Line(fmt.Sprintf("$.profiles[%d].points[%d]", i, j))
+		}
+		for j := range c.Profiles[i].Measures {
+			c.Profiles[i].Measures[j].Line = x.Line(fmt.Sprintf("$.profiles[%d].measures[%d]", i, j))
 		}
 	}
 	for i := range c.Devices {
@@ -685,6 +827,12 @@ func (v *validator) validate(c *Config) {
 	default:
 		v.errf("$.cache.kind", "cache", "kind %q: use \"memory\" or \"redis\"", c.Cache.Kind)
 	}
+	switch {
+	case c.Models.CheckInterval == 0:
+		c.Models.CheckInterval = 10 * time.Minute
+	case c.Models.CheckInterval < time.Second:
+		v.errf("$.models.check_interval", "models", "check_interval %s is too short: at least 1s", c.Models.CheckInterval)
+	}
 	if c.Metrics.Listen == "" {
 		c.Metrics.Listen = "127.0.0.1:9100"
 	} else if c.Metrics.Listen != "off" {
@@ -756,6 +904,8 @@ func (v *validator) validate(c *Config) {
 		for j := range pr.Points {
 			v.point(c, fmt.Sprintf("%s.points[%d]", p, j), where, &pr.Points[j], j, names, measures)
 		}
+		v.report(p+".report", where, pr.Report)
+		v.measures(p, where, pr, names, measures)
 		defInt(&pr.MaxRegisters, 125)
 		defInt(&pr.MaxBits, 2000)
 		if pr.MaxRegisters < 1 || pr.MaxRegisters > 125 {
@@ -1030,7 +1180,13 @@ func (v *validator) point(c *Config, p, profWhere string, pt *Point, j int, name
 	} else {
 		names[pt.Name] = j
 	}
-	if m := pt.MeasureID(); m != "" {
+	if !pt.Published() && (pt.Measure != "" || pt.Report != nil) {
+		errf(p+".publish", "publish: false feeds the profile's measures only; measure and report are for published points")
+	}
+	if pt.Report != nil {
+		v.report(p+".report", where, pt.Report)
+	}
+	if m := pt.MeasureID(); m != "" && pt.Published() {
 		if first, dup := measures[m]; dup {
 			errf(p, "measure point %q is already fed by point #%d", m, first+1)
 		} else {
@@ -1142,6 +1298,79 @@ func (v *validator) point(c *Config, p, profWhere string, pt *Point, j int, name
 		errf(p+".stale_after", "stale_after must be positive")
 	}
 	_ = c
+}
+
+// report checks a reporting policy (nil: the default).
+func (v *validator) report(path, where string, r *Report) {
+	if r == nil {
+		return
+	}
+	for _, pb := range r.problems {
+		p := path
+		if pb.key != "" {
+			p += "." + pb.key
+		}
+		v.errf(p, where, "%s", pb.msg)
+	}
+}
+
+// measures checks a profile's computed measure points: ids unique among
+// the profile's measure points, expressions that compile against its raw
+// points (their names and the kinds of their values), enum mappings.
+func (v *validator) measures(p, profWhere string, pr *Profile, names, measures map[string]int) {
+	inputs := make(map[string]telemetry.Kind, len(pr.Points))
+	for _, pt := range pr.Points {
+		if pt.Name != "" {
+			inputs[pt.Name] = pt.ValueKind()
+		}
+	}
+	seen := map[string]int{}
+	for k := range pr.Measures {
+		m := &pr.Measures[k]
+		mp := fmt.Sprintf("%s.measures[%d]", p, k)
+		where := fmt.Sprintf("%s measure %q", profWhere, m.ID)
+		switch {
+		case m.ID == "":
+			where = fmt.Sprintf("%s measure #%d", profWhere, k+1)
+			v.errf(mp, where, "id is required (the model's measure point id)")
+		case hasMeasure(measures, m.ID):
+			v.errf(mp+".id", where, "measure point %q is already fed by point #%d", m.ID, measures[m.ID]+1)
+		case seen[m.ID] > 0:
+			v.errf(mp+".id", where, "duplicate measure id (measure #%d has it)", seen[m.ID])
+		default:
+			seen[m.ID] = k + 1
+		}
+		v.report(mp+".report", where, m.Report)
+		if m.Expr == "" {
+			v.errf(mp, where, "expr is required: an expression over the profile's points, e.g. \"p_a + p_b\"")
+			continue
+		}
+		prog, err := formula.Compile(m.Expr, inputs)
+		if err != nil {
+			v.errf(mp+".expr", where, "expr %q: %v", m.Expr, err)
+			continue
+		}
+		if len(m.Enum) > 0 {
+			if prog.Out != telemetry.KindInt && prog.Out != telemetry.KindNone {
+				v.errf(mp+".enum", where, "enum maps integers to labels, but expr %q gives a %s", m.Expr, prog.Out)
+			}
+			codes := make([]int64, 0, len(m.Enum))
+			for code := range m.Enum {
+				codes = append(codes, code)
+			}
+			sort.Slice(codes, func(a, b int) bool { return codes[a] < codes[b] })
+			for _, code := range codes {
+				if m.Enum[code] == "" {
+					v.errf(mp+".enum", where, "enum %d: give a label", code)
+				}
+			}
+		}
+	}
+}
+
+func hasMeasure(measures map[string]int, id string) bool {
+	_, ok := measures[id]
+	return ok
 }
 
 func (v *validator) positive(path, where, field string, n int) {

@@ -155,6 +155,31 @@ func TestBrokenConfigs(t *testing.T) {
 			`c.yaml:12: cache: redis.address "localhost": address localhost: missing port in address`,
 			`c.yaml:13: cache: redis.ttl -1s: give a positive duration, or 0 for none`,
 		}},
+		{"expression naming an unknown point", func(s string) string {
+			return strings.Replace(s, "devices:", "    measures:\n      - {id: p, expr: \"v * x\"}\ndevices:", 1)
+		}, []string{`c.yaml:22: profile "meter" measure "p": expr "v * x": unknown name x: not a point of the profile nor a function (column 5)`}},
+		{"expression that does not compile", func(s string) string {
+			return strings.Replace(s, "devices:", "    measures:\n      - id: p\n        expr: \"bit(v, 1)\"\ndevices:", 1)
+		}, []string{`c.yaml:23: profile "meter" measure "p": expr "bit(v, 1)": cannot use float64 as argument (type int) to call bit  (column 5)`}},
+		{"measure id taken by a point", func(s string) string {
+			return strings.Replace(s, "devices:", "    measures:\n      - {id: v, expr: \"v * 2\"}\ndevices:", 1)
+		}, []string{`c.yaml:22: profile "meter" measure "v": measure point "v" is already fed by point #1`}},
+		{"enum on a float", func(s string) string {
+			return strings.Replace(s, "devices:", "    measures:\n      - {id: m, expr: \"v\", enum: {0: off}}\ndevices:", 1)
+		}, []string{`c.yaml:22: profile "meter" measure "m": enum maps integers to labels, but expr "v" gives a float`}},
+		{"report mistakes", func(s string) string {
+			s = strings.Replace(s, "        type: float32\n", "        type: float32\n        report: {deadband: 1, deadband_percent: 2}\n", 1)
+			return strings.Replace(s, "    product_key: meterPK\n", "    product_key: meterPK\n    report: always\n", 1)
+		}, []string{
+			`c.yaml:16: profile "meter": report "always": use every_poll, on_change, or a mapping {on_change: true, deadband: 0.5, deadband_percent: 1, max_silence: 5m}`,
+			`c.yaml:22: profile "meter" point "v": give deadband (absolute) or deadband_percent, not both`,
+		}},
+		{"unknown report key", func(s string) string {
+			return strings.Replace(s, "        type: float32\n", "        type: float32\n        report: {dead_band: 1}\n", 1)
+		}, []string{`c.yaml:21: profile "meter" point "v": unknown field "dead_band"`}},
+		{"publish false with a measure", func(s string) string {
+			return strings.Replace(s, "        type: float32\n", "        type: float32\n        measure: volts\n        publish: false\n", 1)
+		}, []string{`c.yaml:22: profile "meter" point "v": publish: false feeds the profile's measures only; measure and report are for published points`}},
 		{"several mistakes at once, in line order", func(s string) string {
 			s = strings.Replace(s, "unit_id: 1", "unit_id: 300", 1)
 			return strings.Replace(s, "    protocol: modbus-tcp\n", "    protocol: modbus-ascii\n", 1)

@@ -30,7 +30,9 @@ type Writer interface {
 
 // Executor implements cloudlink.Commander.
 type Executor struct {
-	Norm   *modelsync.Normaliser
+	// Norm holds the normaliser in use, loaded once per command: a new
+	// model version applies from the next command on.
+	Norm   *modelsync.Live
 	Writer Writer
 }
 
@@ -40,13 +42,14 @@ type Executor struct {
 // is down, 504 the device did not answer in time, 502 the device refused
 // (a Modbus exception), 500 anything else.
 func (x *Executor) SetMeasurepoints(ctx context.Context, productKey, deviceKey string, points []enos.SetPoint) error {
-	dev, err := x.Norm.Device(productKey, deviceKey)
+	norm := x.Norm.Load()
+	dev, err := norm.Device(productKey, deviceKey)
 	if err != nil {
 		return enos.Coded(enos.CodeNotFound, err)
 	}
 	sps := make([]modelsync.Setpoint, len(points))
 	for i, p := range points {
-		sp, err := x.Norm.Setpoint(dev, p.ID, p.Value)
+		sp, err := norm.Setpoint(dev, p.ID, p.Value)
 		if err != nil {
 			return enos.Coded(setpointCode(err), fmt.Errorf("%w; nothing written", err))
 		}

@@ -44,7 +44,7 @@ func executor(w *recorder) *Executor {
 			{Name: "d1", Profile: "p", ProductKey: "pk", DeviceKey: "dk1"},
 		},
 	}
-	return &Executor{Norm: modelsync.NewNormaliser(cfg), Writer: w}
+	return &Executor{Norm: modelsync.NewLive(modelsync.NewNormaliser(cfg)), Writer: w}
 }
 
 func sp(id string, v telemetry.Value) enos.SetPoint { return enos.SetPoint{ID: id, Value: v} }

@@ -67,20 +67,3 @@ func TestNormalise(t *testing.T) {
 		t.Fatalf("model = %+v", m)
 	}
 }
-
-func BenchmarkNormalise(b *testing.B) {
-	pts := make([]config.Point, 10)
-	samples := make([]telemetry.Sample, 10)
-	for i := range pts {
-		pts[i] = config.Point{Name: string(rune('a' + i)), Type: "float32", Scale: f64(0.5)}
-		samples[i] = telemetry.Sample{Point: i, Value: telemetry.Float(float64(i)), Time: time.Now()}
-	}
-	cfg := &config.Config{Profiles: []config.Profile{{Name: "p", Points: pts}}, Devices: []config.Device{{Name: "d", Profile: "p"}}}
-	n := NewNormaliser(cfg)
-	r := connectivity.Reading{Samples: samples, Time: time.Now()}
-	now := time.Now()
-	for b.Loop() {
-		n.Normalise(r, now)
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*10), "ns/point")
-}

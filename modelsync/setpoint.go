@@ -61,8 +61,13 @@ func (n *Normaliser) DeviceName(i int) string { return n.devices[i].name }
 //   - bool points take true/false, 0/1 and the strings "true", "false",
 //     "1", "0" (any case); numeric points take numbers and numbers given as
 //     strings ("21.5"); string points take strings;
+//   - with a model: a value outside the model's [min, max] is refused, and
+//     a unit conversion (kW in the model, W in the profile) is undone
+//     before scale and offset;
 //   - points with access read, discrete inputs and input registers are
-//     refused with ErrReadOnly.
+//     refused with ErrReadOnly; so are computed measures ("computed by an
+//     expression"); points with publish: false are no measure points
+//     (ErrUnknownPoint).
 //
 // It does no I/O and is safe for concurrent use.
 func (n *Normaliser) Setpoint(dev int, measure string, v telemetry.Value) (Setpoint, error) {
@@ -75,7 +80,7 @@ func (n *Normaliser) Setpoint(dev int, measure string, v telemetry.Value) (Setpo
 		return Setpoint{}, fmt.Errorf("device %s: %w %q", dm.name, ErrUnknownPoint, measure)
 	}
 	mp := &dm.points[i]
-	sp := Setpoint{Device: dev, Point: i, Name: mp.name, Measure: mp.ID}
+	sp := Setpoint{Device: dev, Point: mp.point, Name: mp.name, Measure: mp.ID}
 	if mp.readOnly != "" {
 		return sp, fmt.Errorf("device %s measure point %q: %w (%s)", dm.name, measure, ErrReadOnly, mp.readOnly)
 	}
@@ -104,6 +109,26 @@ func readOnlyReason(access, table string) string {
 
 // inverse converts a model value to the point's raw type.
 func (m *MeasurePoint) inverse(v telemetry.Value) (telemetry.Value, error) {
+	if m.DataType != "" && m.Type != "bool" && m.Type != "string" {
+		// the model's side: its range, then its unit back to the profile's
+		num, err := looseNumber(v)
+		if err != nil {
+			return telemetry.Value{}, err
+		}
+		f, _ := num.Float64()
+		if m.ranged && (f < m.lo || f > m.hi) {
+			return telemetry.Value{}, fmt.Errorf("%s out of the model's range [%s, %s]", v, bound(m.lo), bound(m.hi))
+		}
+		if !m.conv.identity() {
+			x := (f - m.conv.b) / m.conv.a
+			// float rounding: 1.5 kW is 1500.0000000000002 W
+			if r := math.Round(x); m.Type != "float32" && m.Type != "float64" && math.Abs(x-r) <= 1e-9*math.Max(1, math.Abs(r)) {
+				x = r
+			}
+			num = telemetry.Float(x)
+		}
+		v = num
+	}
 	switch m.Type {
 	case "bool":
 		b, err := looseBool(v)

@@ -1,7 +1,16 @@
 // Package pipeline holds the producer stage: it takes readings from the
-// connectivity engine, normalises them into records, batches them, makes
-// each batch durable on the bus (which numbers the records), and then
-// updates the snapshot cache.
+// connectivity engine, normalises them into records, applies the
+// reporting policy, batches them, makes each batch durable on the bus
+// (which numbers the records), and then updates the snapshot cache.
+//
+// The reporting policy decides what goes to the bus (and so to the
+// cloud); the snapshot cache gets every normalised value, sent or not:
+// it is the gateway's current state for local readers, and a value held
+// back by a deadband is still the latest reading. A cache entry's Seq is
+// the bus record of the poll the value came from, 0 when the policy sent
+// no point of that poll (the record never reached the bus). A record left
+// with no points is not published: it takes no sequence number, so the
+// bus numbering stays dense.
 package pipeline
 
 import (
@@ -28,8 +37,12 @@ type Producer struct {
 
 // ProducerOptions configure a Producer.
 type ProducerOptions struct {
-	In         <-chan connectivity.Reading // closed by the owner once the engine has stopped
-	Normaliser *modelsync.Normaliser
+	In <-chan connectivity.Reading // closed by the owner once the engine has stopped
+	// Normaliser holds the normaliser in use, loaded once per reading: a
+	// new model version swapped in applies from the next reading on.
+	Normaliser *modelsync.Live
+	// Reporter applies the reporting policies; default a new one.
+	Reporter   *modelsync.Reporter
 	Bus        bus.Bus
 	Cache      cache.Cache
 	Gateway    string
@@ -58,6 +71,9 @@ func NewProducer(o ProducerOptions) *Producer {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Reporter == nil {
+		o.Reporter = modelsync.NewReporter()
+	}
 	return &Producer{opts: o, m: newProducerMetrics(o.Registerer)}
 }
 
@@ -67,11 +83,30 @@ func NewProducer(o ProducerOptions) *Producer {
 func (p *Producer) Run(ctx context.Context) error {
 	o := p.opts
 	pending := make([]telemetry.Record, 0, o.MaxRecords)
+	// full: every normalised record since the last flush, for the cache;
+	// sent[i] is its index in pending, -1 when the policy left it empty
+	full := make([]telemetry.Record, 0, o.MaxRecords)
+	sent := make([]int, 0, o.MaxRecords)
 	var buf []byte
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed := false
 	points := 0 // in pending
+	cachePut := func(seq uint64, published bool) {
+		for i := range full {
+			full[i].Seq = 0
+			if published && sent[i] >= 0 {
+				full[i].Seq = seq + uint64(sent[i])
+			}
+		}
+		if len(full) > 0 {
+			if err := o.Cache.Put(ctx, full); err != nil {
+				p.m.cacheErrors.Inc()
+			}
+		}
+		clear(full) // the cache copies what it keeps
+		full, sent = full[:0], sent[:0]
+	}
 	flush := func() error {
 		points = 0
 		if armed {
@@ -79,6 +114,7 @@ func (p *Producer) Run(ctx context.Context) error {
 			armed = false
 		}
 		if len(pending) == 0 {
+			cachePut(0, false)
 			return nil
 		}
 		buf = telemetry.AppendBatch(buf[:0], o.Gateway, o.Epoch, pending)
@@ -87,13 +123,11 @@ func (p *Producer) Run(ctx context.Context) error {
 			o.Logger.Error("records lost: the bus did not take them before shutdown", "records", len(pending), "err", err)
 			p.m.lost.Add(float64(len(pending)))
 			pending = pending[:0]
+			cachePut(0, false)
 			return err
 		}
 		if o.Tap != nil {
 			o.Tap.Offer(bus.Message{Seq: seq, Count: uint32(len(pending)), Published: time.Now(), Body: append([]byte(nil), buf...)})
-		}
-		for i := range pending {
-			pending[i].Seq = seq + uint64(i)
 		}
 		n := 0
 		for i := range pending {
@@ -101,11 +135,9 @@ func (p *Producer) Run(ctx context.Context) error {
 		}
 		p.m.records.Add(float64(len(pending)))
 		p.m.points.Add(float64(n))
-		if err := o.Cache.Put(ctx, pending); err != nil {
-			p.m.cacheErrors.Inc()
-		}
-		pending = pending[:0] // the cache copies what it keeps
-
+		cachePut(seq, true)
+		clear(pending)
+		pending = pending[:0]
 		return nil
 	}
 	for {
@@ -114,9 +146,20 @@ func (p *Producer) Run(ctx context.Context) error {
 			if !ok {
 				return flush()
 			}
-			pending = append(pending, o.Normaliser.Normalise(r, time.Now()))
-			points += len(r.Samples)
-			if len(pending) >= o.MaxRecords || points >= o.MaxPoints {
+			now := time.Now()
+			norm := o.Normaliser.Load()
+			rec := norm.Normalise(r, now)
+			full = append(full, rec)
+			o.Reporter.Filter(norm, &rec, now)
+			p.m.withheld.Add(float64(len(full[len(full)-1].Points) - len(rec.Points)))
+			if len(rec.Points) == 0 {
+				sent = append(sent, -1)
+			} else {
+				sent = append(sent, len(pending))
+				pending = append(pending, rec)
+				points += len(rec.Points)
+			}
+			if len(pending) >= o.MaxRecords || points >= o.MaxPoints || len(full) >= 4*o.MaxRecords {
 				if err := flush(); err != nil && ctx.Err() != nil {
 					return err
 				}
@@ -173,6 +216,7 @@ func (p *Producer) publish(ctx context.Context, body []byte, count uint32) (uint
 
 type producerMetrics struct {
 	records, points, lost, cacheErrors prometheus.Counter
+	withheld                           prometheus.Counter
 	publishErrors                      *prometheus.CounterVec
 	publishSeconds                     prometheus.Histogram
 	blocked                            prometheus.Gauge
@@ -182,7 +226,10 @@ func newProducerMetrics(r prometheus.Registerer) *producerMetrics {
 	m := &producerMetrics{
 		records: prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_bus_published_records_total", Help: "Records made durable on the bus."}),
 		points:  prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_bus_published_points_total", Help: "Measure points made durable on the bus."}),
-		lost:    prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_records_lost_total", Help: "Records the bus never accepted (only at shutdown while the bus was full)."}),
+		withheld: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edged_report_withheld_points_total", Help: "Measure points the reporting policy did not send (on change, deadband); the snapshot cache still has them.",
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{Name: "edged_records_lost_total", Help: "Records the bus never accepted (only at shutdown while the bus was full)."}),
 		cacheErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edged_cache_write_errors_total", Help: "Failed snapshot cache writes (best effort; data is not lost).",
 		}),
@@ -196,7 +243,7 @@ func newProducerMetrics(r prometheus.Registerer) *producerMetrics {
 		blocked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "edged_bus_blocked", Help: "1 while the bus refuses records and polls are paused."}),
 	}
 	if r != nil {
-		r.MustRegister(m.records, m.points, m.lost, m.cacheErrors, m.publishErrors, m.publishSeconds, m.blocked)
+		r.MustRegister(m.records, m.points, m.withheld, m.lost, m.cacheErrors, m.publishErrors, m.publishSeconds, m.blocked)
 	}
 	return m
 }

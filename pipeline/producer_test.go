@@ -70,7 +70,7 @@ func TestBatchesNumbersAndCaches(t *testing.T) {
 	cfg, b := fixture(t, 1<<20)
 	in := make(chan connectivity.Reading, 100)
 	c := memory.New()
-	p := NewProducer(ProducerOptions{In: in, Normaliser: modelsync.NewNormaliser(cfg), Bus: b, Cache: c,
+	p := NewProducer(ProducerOptions{In: in, Normaliser: modelsync.NewLive(modelsync.NewNormaliser(cfg)), Bus: b, Cache: c,
 		Gateway: "gw", Epoch: 4, MaxRecords: 10, MaxPoints: 12, Linger: time.Hour})
 	for i := range 25 {
 		in <- reading(i)
@@ -102,7 +102,7 @@ func TestBatchesNumbersAndCaches(t *testing.T) {
 func TestLingerFlushesPartialBatch(t *testing.T) {
 	cfg, b := fixture(t, 1<<20)
 	in := make(chan connectivity.Reading, 1)
-	p := NewProducer(ProducerOptions{In: in, Normaliser: modelsync.NewNormaliser(cfg), Bus: b, Cache: memory.New(),
+	p := NewProducer(ProducerOptions{In: in, Normaliser: modelsync.NewLive(modelsync.NewNormaliser(cfg)), Bus: b, Cache: memory.New(),
 		Gateway: "gw", Epoch: 1, MaxRecords: 1000, Linger: 20 * time.Millisecond})
 	done := make(chan error, 1)
 	go func() { done <- p.Run(context.Background()) }()
@@ -134,7 +134,7 @@ func TestFullBusHoldsRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := make(chan connectivity.Reading) // unbuffered: a stalled producer stalls the sender
-	p := NewProducer(ProducerOptions{In: in, Normaliser: modelsync.NewNormaliser(cfg), Bus: b, Cache: memory.New(),
+	p := NewProducer(ProducerOptions{In: in, Normaliser: modelsync.NewLive(modelsync.NewNormaliser(cfg)), Bus: b, Cache: memory.New(),
 		Gateway: "gw", Epoch: 1, MaxRecords: 5, Linger: time.Millisecond})
 	done := make(chan error, 1)
 	go func() { done <- p.Run(context.Background()) }()
@@ -178,5 +178,38 @@ func TestFullBusHoldsRecords(t *testing.T) {
 		if r.Points[0].Value != telemetry.Int(int64(i)) {
 			t.Fatalf("record %d holds reading %v: order lost", i, r.Points[0].Value)
 		}
+	}
+}
+
+// TestReportingPolicy: points the policy withholds do not reach the bus, a
+// record left empty takes no sequence number, and the cache still gets
+// every value (Seq 0 for a poll that sent nothing).
+func TestReportingPolicy(t *testing.T) {
+	cfg, b := fixture(t, 1<<20)
+	cfg.Profiles[0].Report = &config.Report{Mode: "on_change"}
+	in := make(chan connectivity.Reading, 10)
+	c := memory.New()
+	p := NewProducer(ProducerOptions{In: in, Normaliser: modelsync.NewLive(modelsync.NewNormaliser(cfg)), Bus: b, Cache: c,
+		Gateway: "gw", Epoch: 1, MaxRecords: 100, Linger: time.Hour})
+	vals := [][2]int64{{1, 1}, {1, 1}, {2, 1}, {2, 1}}
+	for _, v := range vals {
+		now := time.Now()
+		in <- connectivity.Reading{Device: 0, Time: now, Samples: []telemetry.Sample{
+			{Point: 0, Value: telemetry.Int(v[0]), Time: now}, {Point: 1, Value: telemetry.Int(v[1]), Time: now}}}
+	}
+	close(in)
+	if err := p.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := drain(t, b)
+	if len(recs) != 2 || len(recs[0].Points) != 2 || len(recs[1].Points) != 1 || recs[1].Points[0].ID != "a" || recs[1].Seq != 2 {
+		t.Fatalf("records on the bus = %+v, want both points, then a alone with seq 2", recs)
+	}
+	snap, _ := c.Get(context.Background(), "d1")
+	if e := snap["a"]; e.Value != telemetry.Int(2) || e.Seq != 0 {
+		t.Fatalf("cache a = %+v, want the last poll's value with seq 0 (that poll sent nothing)", e)
+	}
+	if e := snap["b"]; e.Value != telemetry.Int(1) {
+		t.Fatalf("cache b = %+v", e)
 	}
 }

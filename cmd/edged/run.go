@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"syscall"
@@ -30,6 +31,7 @@ import (
 	"github.com/edged/edged/control"
 	"github.com/edged/edged/ha"
 	"github.com/edged/edged/modelsync"
+	"github.com/edged/edged/modelsync/cloudsync"
 	"github.com/edged/edged/pipeline"
 )
 
@@ -68,10 +70,11 @@ type gateway struct {
 	epoch    uint64
 	bus      bus.Bus
 	cache    cache.Cache
-	norm     *modelsync.Normaliser
+	norm     *modelsync.Live
 	engine   *connectivity.Engine
 	producer *pipeline.Producer
 	uplink   *cloudlink.Uplink
+	models   *cloudsync.Syncer
 	blocked  prometheus.Gauge
 }
 
@@ -109,7 +112,21 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 		return fmt.Errorf("cloud TLS: %w", err)
 	}
 
-	g := &gateway{cfg: cfg, log: log, epoch: epoch, bus: b, cache: snap, norm: modelsync.NewNormaliser(cfg)}
+	// The device models: the stored copies (the last good versions from
+	// the cloud) until the cloud answers.
+	modelsDir := filepath.Join(dataDir, "models")
+	stored, errs := cloudsync.Stored(modelsDir, cfg)
+	for _, err := range errs {
+		log.Error("stored device model unusable; its product starts without a model", "err", err)
+	}
+	norm, err := modelsync.Build(cfg, stored)
+	if err != nil {
+		return fmt.Errorf("the configuration does not fit the device models stored in %s (fix the profiles, or remove a model file to start without it): %w", modelsDir, err)
+	}
+	for _, w := range norm.Warnings() {
+		log.Info("device model", "note", w)
+	}
+	g := &gateway{cfg: cfg, log: log, epoch: epoch, bus: b, cache: snap, norm: modelsync.NewLive(norm)}
 	readings := make(chan connectivity.Reading, 256)
 	g.engine, err = connectivity.New(cfg, registry(cfg), readings, log.With("component", "connectivity"), reg)
 	if err != nil {
@@ -130,8 +147,14 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 		Tap: tap, ResumeAfter: cfg.Cloud.ResumeAfter, ResumeRate: cfg.Cloud.ResumeRate,
 		ConfirmByReply: cfg.Cloud.Confirm == "reply",
 		Commander:      &control.Executor{Norm: g.norm, Writer: g.engine},
+		OnConnect:      func() { g.models.Trigger() },
 		Logger:         log.With("component", "uplink"), Registerer: reg,
 	})
+	g.models = cloudsync.New(cloudsync.Options{
+		Dir: modelsDir, Config: cfg, Live: g.norm, Fetcher: cloudsync.CloudFetcher{R: g.uplink},
+		Interval: cfg.Models.CheckInterval, Logger: log.With("component", "modelsync"), Registerer: reg,
+	})
+	g.models.Started(stored)
 	registerBusMetrics(reg, b)
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edged_uplink_tap_dropped_total",
 		Help: "Fresh bus messages the uplink's real-time path did not take (link down or slower than polling); they stay queued and go out in order."},
@@ -161,6 +184,8 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 	go func() { producerDone <- g.producer.Run(prodCtx) }()
 	uplinkDone := make(chan error, 1)
 	go func() { uplinkDone <- g.uplink.Run(upCtx) }()
+	modelsDone := make(chan struct{})
+	go func() { defer close(modelsDone); g.models.Run(upCtx) }()
 
 	<-ctx.Done()
 	log.Info("shutting down: polls stop, the backlog is flushed")
@@ -180,6 +205,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 	}
 	stopUplink()
 	<-uplinkDone
+	<-modelsDone
 	if st, err := b.Stats(bus.Telemetry); err == nil && st.Depth > 0 {
 		log.Info("undelivered records stay queued for the next start", "records", st.Records, "messages", st.Depth)
 	}
@@ -232,6 +258,9 @@ type health struct {
 	Bus     busHealth             `json:"bus"`
 	Broker  *bus.LinkState        `json:"broker,omitempty"` // the ActiveMQ link, with bus kind activemq
 	Uplink  cloudlink.Health      `json:"uplink"`
+	// Models: the thing model version in use per product (0: none, the
+	// profile-only mapping) and the last check's error or refusal.
+	Models []cloudsync.ProductStatus `json:"models"`
 }
 
 type busHealth struct {
@@ -251,7 +280,7 @@ type busHealth struct {
 }
 
 func (g *gateway) health() (health, int) {
-	h := health{Status: "ok", Gateway: g.cfg.Gateway.ID, Epoch: g.epoch, Links: g.engine.Health(), Uplink: g.uplink.Health()}
+	h := health{Status: "ok", Gateway: g.cfg.Gateway.ID, Epoch: g.epoch, Links: g.engine.Health(), Uplink: g.uplink.Health(), Models: g.models.Status()}
 	if st, err := g.bus.Stats(bus.Telemetry); err == nil {
 		h.Bus = busHealth{Depth: st.Depth, Records: st.Records, Bytes: st.Bytes, MaxBytes: st.MaxBytes, NextSeq: st.NextSeq, Dropped: st.Dropped}
 		if !st.Oldest.IsZero() {
@@ -300,6 +329,10 @@ func (g *gateway) serveHTTP(reg *prometheus.Registry) (*http.Server, error) {
 		h, code := g.health()
 		writeJSON(w, code, h)
 	})
+	mux.HandleFunc("POST /api/v1/models/sync", func(w http.ResponseWriter, r *http.Request) {
+		g.models.Trigger()
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "the models are checked now; see /healthz models"})
+	})
 	mux.HandleFunc("GET /api/v1/snapshot/{device}", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("device")
 		idx := -1
@@ -327,7 +360,7 @@ func (g *gateway) serveHTTP(reg *prometheus.Registry) (*http.Server, error) {
 			Seq     uint64 `json:"seq"`
 		}
 		var out []point
-		for _, mp := range g.norm.Model(idx) {
+		for _, mp := range g.norm.Load().Model(idx) {
 			e, ok := snap[mp.ID]
 			if !ok {
 				continue
