@@ -26,7 +26,7 @@ type link struct {
 }
 
 // Request sends a request on /sys/{productKey}/{deviceKey}/{suffix} (QoS 1,
-// method "thing." + suffix with '/' as '.', params a JSON object, nil for
+// method the suffix with '/' as '.', params a JSON object, nil for
 // {}) and returns the cloud's reply. For a sub-device, the gateway asks on
 // the sub-device's topics. It subscribes to the reply topic once per
 // session. ctx bounds the whole exchange; ErrOffline when there is no
@@ -59,7 +59,7 @@ func (u *Uplink) Request(ctx context.Context, productKey, deviceKey, suffix stri
 	payload := []byte(`{"id":`)
 	payload = telemetry.AppendJSONString(payload, id)
 	payload = append(payload, `,"version":"1.0","method":`...)
-	payload = telemetry.AppendJSONString(payload, "thing."+strings.ReplaceAll(suffix, "/", "."))
+	payload = telemetry.AppendJSONString(payload, strings.ReplaceAll(suffix, "/", "."))
 	payload = append(payload, `,"params":`...)
 	payload = append(payload, params...)
 	payload = append(payload, '}')
