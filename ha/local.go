@@ -1,8 +1,3 @@
-// Package ha decides whether this node is the active one and hands out the
-// fencing epoch carried by every record. Local is the single-node mode: the
-// node is always active and its epoch is a counter persisted in the data
-// dir, bumped at every start. The etcd-led active/standby mode comes later
-// and implements the same Leadership contract.
 package ha
 
 import (

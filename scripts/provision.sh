@@ -21,6 +21,9 @@ command -v redis-benchmark >/dev/null 2>&1 || need_pkgs+=(redis-tools)
 [ -x /usr/sbin/mosquitto ] || need_pkgs+=(mosquitto)
 # PostgreSQL for ingest/pgstore (a private cluster per test, by internal/testsvc)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
+# etcd for ha/ (a private 3-member cluster per test, by internal/testsvc)
+[ -x /usr/bin/etcd ] || need_pkgs+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_pkgs+=(etcd-client)
 
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
 	echo "provision: Go is not installed (expected /usr/local/go/bin/go)" >&2
@@ -45,4 +48,5 @@ command -v socat >/dev/null
 [ -f /usr/share/activemq/bin/activemq.jar ]
 command -v redis-server >/dev/null
 [ -x /usr/sbin/mosquitto ]
+[ -x /usr/bin/etcd ]
 echo "provision: done"
