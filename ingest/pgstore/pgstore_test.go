@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
+	"github.com/edged/edged/cloudlink/enos"
 	"github.com/edged/edged/ingest"
 	"github.com/edged/edged/ingest/pgstore"
 	"github.com/edged/edged/ingest/storetest"
@@ -100,6 +101,35 @@ func TestStore(t *testing.T) {
 	t.Run("TwoWorkers", func(t *testing.T) { testTwoWorkers(t, sv) })
 	t.Run("Schema", func(t *testing.T) { testSchema(t, sv) })
 	t.Run("SameAsBolt", func(t *testing.T) { testSameAsBolt(t, sv) })
+	t.Run("ReplaceWithNewSeries", func(t *testing.T) { testReplaceWithNewSeries(t, sv) })
+}
+
+// testReplaceWithNewSeries posts readings already stored together with
+// the first reading of a new measure point, with and without a gateway:
+// the COPY fails, and the upsert that follows must find the new series
+// (created after the savepoint of the gateway's statements).
+func testReplaceWithNewSeries(t *testing.T, sv *server) {
+	s := open(t, sv.freshDSN(t))
+	ctx := context.Background()
+	for _, c := range []struct {
+		dk       string
+		gw1, gw2 string
+		seq      uint64
+	}{{"edged", "g1", "g2", 7}, {"plain", "", "", 0}} {
+		first := &ingest.Batch{Gateway: c.gw1, Epoch: 1, Items: []enos.Item{
+			storetest.Item("pk", c.dk, 5, 1, c.seq, storetest.P("v", telemetry.Int(1)))}}
+		again := &ingest.Batch{Gateway: c.gw2, Epoch: 1, Items: []enos.Item{
+			storetest.Item("pk", c.dk, 5, 1, c.seq, storetest.P("v", telemetry.Int(2)), storetest.P("w", telemetry.Int(3)))}}
+		for _, b := range []*ingest.Batch{first, again} {
+			if res, err := s.Append(ctx, b); err != nil || res.Stored != 1 {
+				t.Fatalf("%s: %+v %v", c.dk, res, err)
+			}
+		}
+		l, err := s.Latest(ctx, "pk", c.dk)
+		if err != nil || len(l) != 2 || l["v"].Value.I != 2 || l["w"].Value.I != 3 || l["v"].Seq != c.seq {
+			t.Errorf("%s: latest %+v %v", c.dk, l, err)
+		}
+	}
 }
 
 func post(gw string, epoch uint64, seqs ...uint64) *ingest.Batch {
