@@ -79,3 +79,40 @@ func (u *Uplink) Request(ctx context.Context, productKey, deviceKey, suffix stri
 		return enos.Reply{}, fmt.Errorf("request %s: %w (%v)", topic, ErrOffline, context.Cause(l.ctx))
 	}
 }
+
+// activeTerm is a period during which this node delivers: its ctx ends
+// with the term, its epoch stamps every post.
+type activeTerm struct {
+	ctx   context.Context
+	epoch uint64
+}
+
+// Activate makes the uplink deliver the bus while ctx lasts, stamping
+// every post with epoch (the fencing token of this node's term). A single
+// node activates once, for its whole life; an HA node at each term. Until
+// activated, and between terms, the cloud link is up (logged in, serving
+// requests and commands) but delivers nothing.
+func (u *Uplink) Activate(ctx context.Context, epoch uint64) {
+	u.termMu.Lock()
+	defer u.termMu.Unlock()
+	u.term = &activeTerm{ctx: ctx, epoch: epoch}
+	close(u.termCh)
+	u.termCh = make(chan struct{})
+}
+
+// waitTerm returns the active term, waiting for one; false when ctx ends.
+func (u *Uplink) waitTerm(ctx context.Context) (*activeTerm, bool) {
+	for ctx.Err() == nil {
+		u.termMu.Lock()
+		t, ch := u.term, u.termCh
+		u.termMu.Unlock()
+		if t != nil && t.ctx.Err() == nil {
+			return t, true
+		}
+		select { // the next activation
+		case <-ch:
+		case <-ctx.Done():
+		}
+	}
+	return nil, false
+}

@@ -47,7 +47,14 @@ type Options struct {
 	Secret     string // secret login when set; else certificate login
 	SignMethod string
 	Gateway    string // gateway id carried in every post
-	Epoch      uint64 // this node's fencing epoch
+	// Epoch, when not 0, activates the uplink for the whole of Run with
+	// this fencing epoch (a single node). An HA node leaves it 0 and calls
+	// Activate at each term.
+	Epoch uint64
+	// ClientID is the MQTT client id; default DeviceKey. The nodes of an
+	// HA pair share the device identity and need distinct client ids, or
+	// each login would take over the other's session.
+	ClientID string
 
 	Bus        bus.Bus
 	MaxPayload int           // largest post in bytes (the cloud refuses larger ones); default 256 KiB
@@ -96,6 +103,11 @@ type Uplink struct {
 	lastAck   atomic.Int64 // unix ms
 	nextID    atomic.Uint64
 	link      atomic.Pointer[link] // the session, while one is up
+	epoch     atomic.Uint64        // the active term's, stamped on posts
+
+	termMu sync.Mutex
+	term   *activeTerm   // the latest activation
+	termCh chan struct{} // closed at each activation
 }
 
 // New builds the uplink. No I/O.
@@ -121,13 +133,16 @@ func New(o Options) *Uplink {
 	if o.SignMethod == "" {
 		o.SignMethod = "sha256"
 	}
+	if o.ClientID == "" {
+		o.ClientID = o.DeviceKey
+	}
 	if o.CommandTimeout <= 0 {
 		o.CommandTimeout = 8 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	u := &Uplink{o: o, m: newUplinkMetrics(o.Registerer)}
+	u := &Uplink{o: o, m: newUplinkMetrics(o.Registerer), termCh: make(chan struct{})}
 	u.lastErr.Store("")
 	return u
 }
@@ -150,6 +165,9 @@ func (u *Uplink) Health() Health {
 
 // Run connects, delivers, and reconnects with backoff until ctx ends.
 func (u *Uplink) Run(ctx context.Context) error {
+	if u.o.Epoch != 0 {
+		u.Activate(ctx, u.o.Epoch)
+	}
 	retry := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		err := u.session(ctx, &retry)
@@ -189,13 +207,13 @@ func (u *Uplink) clientOptions(lost func(error)) (*mqtt.ClientOptions, error) {
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost(err) })
 	if o.Secret != "" {
 		ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
-		cid, user, pass, err := enos.MQTTLogin(o.DeviceKey, o.ProductKey, o.DeviceKey, o.Secret, o.SignMethod, ts)
+		cid, user, pass, err := enos.MQTTLogin(o.ClientID, o.ProductKey, o.DeviceKey, o.Secret, o.SignMethod, ts)
 		if err != nil {
 			return nil, fmt.Errorf("cloud login: %w", err)
 		}
 		opts.SetClientID(cid).SetUsername(user).SetPassword(pass)
 	} else {
-		opts.SetClientID(o.DeviceKey).SetUsername(o.DeviceKey + "&" + o.ProductKey)
+		opts.SetClientID(o.ClientID).SetUsername(o.DeviceKey + "&" + o.ProductKey)
 	}
 	return opts, nil
 }
@@ -329,13 +347,10 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 			return fmt.Errorf("subscribe to replies: %v", sub.Error())
 		}
 	}
-	// Everything queued before this session began is history: it goes on
-	// resume/batch, and what is published from now on overtakes it.
 	st, err := o.Bus.Stats(bus.Telemetry)
 	if err != nil {
 		return fmt.Errorf("bus stats: %w", err)
 	}
-	watermark := st.NextSeq
 	u.connected.Store(true)
 	u.m.connected.Set(1)
 	u.lastErr.Store("")
@@ -346,8 +361,44 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 	if o.OnConnect != nil {
 		go o.OnConnect()
 	}
+	// The link stays up across terms: a standby is logged in (it fetches
+	// models) and starts delivering the moment it is activated.
+	for {
+		t, ok := u.waitTerm(sctx)
+		if !ok {
+			break
+		}
+		if err := u.serve(sctx, cancel, t, client, liveTopic, resumeTopic, retry); err != nil && sctx.Err() == nil {
+			return err
+		}
+		if sctx.Err() == nil {
+			o.Logger.Info("standing by: delivery stopped with the term; the cloud link stays up", "epoch", t.epoch)
+		}
+	}
+	if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
+		return cause
+	}
+	return nil
+}
 
-	deliveries, err := o.Bus.Consume(sctx, bus.Telemetry)
+// serve delivers the bus to the cloud while term t lasts (and the
+// session). It returns nil when the term ends; ending the session is
+// cancel's (a late PUBACK, a failed publish).
+func (u *Uplink) serve(sctx context.Context, cancel context.CancelCauseFunc, t *activeTerm, client mqtt.Client, liveTopic, resumeTopic string, retry *backoff.Backoff) error {
+	o := u.o
+	tctx, tcancel := context.WithCancel(sctx)
+	defer tcancel()
+	stop := context.AfterFunc(t.ctx, tcancel)
+	defer stop()
+	u.epoch.Store(t.epoch)
+	// Everything queued before this term (or session) began is history: it
+	// goes on resume/batch, and what is published from now on overtakes it.
+	st, err := o.Bus.Stats(bus.Telemetry)
+	if err != nil {
+		return fmt.Errorf("bus stats: %w", err)
+	}
+	watermark := st.NextSeq
+	deliveries, err := o.Bus.Consume(tctx, bus.Telemetry)
 	if err != nil {
 		return fmt.Errorf("consume bus: %w", err)
 	}
@@ -363,8 +414,8 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 	next:
 		for p := range window {
 			for _, tok := range p.toks {
-				if !waitToken(sctx, tok, o.AckTimeout) {
-					if sctx.Err() == nil {
+				if !waitToken(tctx, tok, o.AckTimeout) {
+					if tctx.Err() == nil {
 						cancel(fmt.Errorf("no PUBACK within %s", o.AckTimeout))
 					}
 					continue next // drain; these deliveries are void
@@ -374,11 +425,11 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 					continue next
 				}
 			}
-			if sctx.Err() != nil {
+			if tctx.Err() != nil {
 				continue
 			}
 			if o.ConfirmByReply {
-				if err := u.confirmed(sctx, &p); err != nil {
+				if err := u.confirmed(tctx, &p); err != nil {
 					cancel(err)
 					continue
 				}
@@ -410,10 +461,10 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 		writers.Add(1)
 		go func() {
 			defer writers.Done()
-			u.tapLoop(sctx, client, liveTopic, watermark, cl, liveWin)
+			u.tapLoop(tctx, client, liveTopic, watermark, cl, liveWin)
 		}()
 	}
-	err = u.consumeLoop(sctx, client, liveTopic, resumeTopic, watermark, deliveries, cl, liveWin, resumeWin)
+	err = u.consumeLoop(tctx, client, liveTopic, resumeTopic, watermark, deliveries, cl, liveWin, resumeWin)
 	writers.Wait()
 	close(liveWin)
 	close(resumeWin)
@@ -422,8 +473,8 @@ func (u *Uplink) session(ctx context.Context, retry *backoff.Backoff) error {
 		// void: the next session starts again at the oldest unacked message;
 		// draining waits for the bus to release the consumer
 	}
-	if cause := context.Cause(sctx); cause != nil && ctx.Err() == nil {
-		return cause
+	if tctx.Err() != nil {
+		return nil // the term or the session ended; session says which
 	}
 	return err
 }
@@ -606,7 +657,7 @@ func (u *Uplink) posts(buf []byte, recs []telemetry.Record, resume bool, publish
 		encode = enos.AppendResumeBatch
 	}
 	id := u.nextID.Add(1)
-	buf = encode(buf[:0], id, u.o.Gateway, u.o.Epoch, recs)
+	buf = encode(buf[:0], id, u.o.Gateway, u.epoch.Load(), recs)
 	if len(buf) <= u.o.MaxPayload { // the common case: one post
 		publish(id, append([]byte(nil), buf...)) // paho keeps the payload until PUBACK
 		return buf, nil
@@ -614,7 +665,7 @@ func (u *Uplink) posts(buf []byte, recs []telemetry.Record, resume bool, publish
 	var parts [][]telemetry.Record
 	var split func(rs []telemetry.Record) error
 	split = func(rs []telemetry.Record) error {
-		buf = encode(buf[:0], 0, u.o.Gateway, u.o.Epoch, rs)
+		buf = encode(buf[:0], 0, u.o.Gateway, u.epoch.Load(), rs)
 		if len(buf) <= u.o.MaxPayload {
 			parts = append(parts, rs)
 			return nil
@@ -632,7 +683,7 @@ func (u *Uplink) posts(buf []byte, recs []telemetry.Record, resume bool, publish
 	}
 	for _, part := range parts {
 		id := u.nextID.Add(1)
-		buf = encode(buf[:0], id, u.o.Gateway, u.o.Epoch, part)
+		buf = encode(buf[:0], id, u.o.Gateway, u.epoch.Load(), part)
 		publish(id, append([]byte(nil), buf...)) // paho keeps the payload until PUBACK
 	}
 	return buf, nil

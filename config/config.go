@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -36,6 +37,7 @@ type Config struct {
 	Cache    Cache     `yaml:"cache"`
 	Metrics  Metrics   `yaml:"metrics"`
 	Models   Models    `yaml:"models"`
+	HA       HA        `yaml:"ha"`
 	Links    []Link    `yaml:"links"`
 	Profiles []Profile `yaml:"profiles"`
 	Devices  []Device  `yaml:"devices"`
@@ -141,6 +143,26 @@ type Redis struct {
 // Metrics is the HTTP listener for /metrics and /healthz.
 type Metrics struct {
 	Listen string `yaml:"listen"` // default 127.0.0.1:9100; "off" disables
+}
+
+// HA is active/standby operation: two (or more) gateways of one group,
+// one active at a time, elected on an etcd lease.
+type HA struct {
+	// Kind: off (default: single node, always active) or etcd.
+	Kind string `yaml:"kind"`
+	// Endpoints are the etcd client URLs (every member).
+	Endpoints []string `yaml:"endpoints"`
+	// Group names the gateway group (the election); default gateway.id.
+	Group string `yaml:"group"`
+	// Node is this node's name; default the host name.
+	Node string `yaml:"node"`
+	// LeaseTTL: whole seconds, at least 1s; default 2s. The active stands
+	// down within it when it cannot confirm its lease.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// CAFile, CertFile, KeyFile: TLS to etcd (https:// endpoints).
+	CAFile   string `yaml:"ca"`
+	CertFile string `yaml:"cert"`
+	KeyFile  string `yaml:"key"`
 }
 
 // Models is the sync of the devices' thing models from the cloud.
@@ -826,6 +848,38 @@ func (v *validator) validate(c *Config) {
 		}
 	default:
 		v.errf("$.cache.kind", "cache", "kind %q: use \"memory\" or \"redis\"", c.Cache.Kind)
+	}
+	switch c.HA.Kind {
+	case "", "off":
+		c.HA.Kind = "off"
+	case "etcd":
+		if len(c.HA.Endpoints) == 0 {
+			v.errf("$.ha", "ha", "kind etcd needs endpoints (the etcd client URLs, e.g. http://10.0.0.5:2379)")
+		}
+		for i, ep := range c.HA.Endpoints {
+			if u, err := url.Parse(ep); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				v.errf(fmt.Sprintf("$.ha.endpoints[%d]", i), "ha", "endpoint %q: give http://host:port or https://host:port", ep)
+			}
+		}
+		if c.HA.Group == "" {
+			c.HA.Group = c.Gateway.ID
+		}
+		if c.HA.Node == "" {
+			if h, err := os.Hostname(); err == nil {
+				c.HA.Node = h
+			}
+		}
+		switch {
+		case c.HA.LeaseTTL == 0:
+			c.HA.LeaseTTL = 2 * time.Second
+		case c.HA.LeaseTTL < time.Second || c.HA.LeaseTTL%time.Second != 0:
+			v.errf("$.ha.lease_ttl", "ha", "lease_ttl %s: whole seconds, at least 1s", c.HA.LeaseTTL)
+		}
+		if (c.HA.CertFile == "") != (c.HA.KeyFile == "") {
+			v.errf("$.ha", "ha", "cert and key go together")
+		}
+	default:
+		v.errf("$.ha.kind", "ha", "kind %q: use \"off\" or \"etcd\"", c.HA.Kind)
 	}
 	switch {
 	case c.Models.CheckInterval == 0:

@@ -99,7 +99,13 @@ func New(cfg *config.Config, reg *drivers.Registry, out chan<- Reading, log *slo
 
 // Run runs every link until ctx ends, then closes them. It returns nil on
 // cancellation; link faults are handled inside and never end Run.
-func (e *Engine) Run(ctx context.Context) error {
+func (e *Engine) Run(ctx context.Context) error { return e.RunTo(ctx, e.out) }
+
+// RunTo is Run with the readings sent to out. The engine may be run again
+// after a run ended (an HA node's next term), never twice at once: each
+// link reconnects and every device is polled again from the start.
+func (e *Engine) RunTo(ctx context.Context, out chan<- Reading) error {
+	e.out = out
 	var wg sync.WaitGroup
 	for _, l := range e.links {
 		wg.Add(1)
@@ -159,7 +165,7 @@ type device struct {
 }
 
 func (l *link) run(ctx context.Context) {
-	defer l.drv.Close()
+	defer func() { l.drv.Close(); l.connected = false }()
 	reconnect := backoff.Backoff{Min: 200 * time.Millisecond, Max: 30 * time.Second}
 	now := time.Now()
 	for i, d := range l.devices {

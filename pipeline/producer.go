@@ -81,7 +81,15 @@ func NewProducer(o ProducerOptions) *Producer {
 // returns. ctx bounds only the retries of a batch the bus refuses (full): when
 // ctx ends during such a retry, that batch is lost and Run says so.
 func (p *Producer) Run(ctx context.Context) error {
+	return p.RunWith(ctx, p.opts.In, p.opts.Epoch)
+}
+
+// RunWith is Run with readings from in, every record stamped with epoch
+// (an HA node runs a producer per term, with the term's epoch). Never
+// twice at once.
+func (p *Producer) RunWith(ctx context.Context, in <-chan connectivity.Reading, epoch uint64) error {
 	o := p.opts
+	o.In, o.Epoch = in, epoch
 	pending := make([]telemetry.Record, 0, o.MaxRecords)
 	// full: every normalised record since the last flush, for the cache;
 	// sent[i] is its index in pending, -1 when the policy left it empty
