@@ -869,6 +869,9 @@ func (v *validator) validate(c *Config) {
 				c.HA.Node = h
 			}
 		}
+		if c.HA.Node == "" || strings.ContainsAny(c.HA.Node, "|/+#& \t") {
+			v.errf("$.ha.node", "ha", "node %q: give this node a name without spaces or any of | / + # &", c.HA.Node)
+		}
 		switch {
 		case c.HA.LeaseTTL == 0:
 			c.HA.LeaseTTL = 2 * time.Second

@@ -34,6 +34,9 @@ type Executor struct {
 	// model version applies from the next command on.
 	Norm   *modelsync.Live
 	Writer Writer
+	// Allow, when set, is asked before each write: a node that is not
+	// (or no longer surely) the active one refuses with its error.
+	Allow func() error
 }
 
 // SetMeasurepoints checks every point, then writes them in order. Errors
@@ -56,6 +59,11 @@ func (x *Executor) SetMeasurepoints(ctx context.Context, productKey, deviceKey s
 		sps[i] = sp
 	}
 	for i, sp := range sps {
+		if x.Allow != nil {
+			if err := x.Allow(); err != nil {
+				return fmt.Errorf("measure point %q: %w%s", sp.Measure, err, progress(sps, i))
+			}
+		}
 		if err := x.Writer.Write(ctx, sp.Device, sp.Point, sp.Raw); err != nil {
 			return enos.Coded(writeCode(err), fmt.Errorf("measure point %q: %w%s", sp.Measure, err, progress(sps, i)))
 		}

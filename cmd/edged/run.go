@@ -67,7 +67,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 type gateway struct {
 	cfg      *config.Config
 	log      *slog.Logger
-	epoch    uint64
+	role     role
+	etcd     *ha.Etcd // nil unless ha.kind is etcd
+	m        haMetrics
 	bus      bus.Bus
 	cache    cache.Cache
 	norm     *modelsync.Live
@@ -102,9 +104,12 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 		return err
 	}
 	defer closeCache()
-	leaderCtx, epoch, err := ha.Local{Dir: dataDir}.Lead(ctx)
+	lead, etcdNode, err := leadership(cfg, dataDir)
 	if err != nil {
 		return err
+	}
+	if etcdNode != nil {
+		defer etcdNode.Close() // resigns: the standby takes over at once
 	}
 
 	tlsCfg, _, err := certs.ClientConfig(cfg.Path(cfg.Cloud.CAFile), cfg.Path(cfg.Cloud.CertFile), cfg.Path(cfg.Cloud.KeyFile), cfg.Cloud.ServerName)
@@ -126,27 +131,26 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 	for _, w := range norm.Warnings() {
 		log.Info("device model", "note", w)
 	}
-	g := &gateway{cfg: cfg, log: log, epoch: epoch, bus: b, cache: snap, norm: modelsync.NewLive(norm)}
-	readings := make(chan connectivity.Reading, 256)
-	g.engine, err = connectivity.New(cfg, registry(cfg), readings, log.With("component", "connectivity"), reg)
+	g := &gateway{cfg: cfg, log: log, etcd: etcdNode, m: newHAMetrics(reg), bus: b, cache: snap, norm: modelsync.NewLive(norm)}
+	g.engine, err = connectivity.New(cfg, registry(cfg), nil, log.With("component", "connectivity"), reg)
 	if err != nil {
 		return err
 	}
 	tap := bus.NewTap(0) // fresh records reach the uplink ahead of a backlog
 	g.producer = pipeline.NewProducer(pipeline.ProducerOptions{
-		In: readings, Normaliser: g.norm, Bus: b, Cache: g.cache,
-		Gateway: cfg.Gateway.ID, Epoch: epoch, MaxRecords: cfg.Cloud.Batch, Tap: tap,
+		Normaliser: g.norm, Bus: b, Cache: g.cache, // readings and epoch: per term
+		Gateway: cfg.Gateway.ID, MaxRecords: cfg.Cloud.Batch, Tap: tap,
 		Logger: log.With("component", "producer"), Registerer: reg,
 	})
 	g.uplink = cloudlink.New(cloudlink.Options{
 		Broker: cfg.Cloud.Broker, TLS: tlsCfg,
 		ProductKey: cfg.Cloud.ProductKey, DeviceKey: cfg.Cloud.DeviceKey,
 		Secret: cfg.Cloud.Secret, SignMethod: cfg.Cloud.SignMethod,
-		Gateway: cfg.Gateway.ID, Epoch: epoch, Bus: b,
+		Gateway: cfg.Gateway.ID, ClientID: clientID(cfg), Bus: b, // activated per term
 		MaxPayload: cfg.Cloud.MaxPayload, InFlight: cfg.Cloud.InFlight, AckTimeout: cfg.Cloud.AckTimeout,
 		Tap: tap, ResumeAfter: cfg.Cloud.ResumeAfter, ResumeRate: cfg.Cloud.ResumeRate,
 		ConfirmByReply: cfg.Cloud.Confirm == "reply",
-		Commander:      &control.Executor{Norm: g.norm, Writer: g.engine},
+		Commander:      &control.Executor{Norm: g.norm, Writer: g.engine, Allow: g.mayWrite},
 		OnConnect:      func() { g.models.Trigger() },
 		Logger:         log.With("component", "uplink"), Registerer: reg,
 	})
@@ -164,24 +168,22 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 	if err != nil {
 		return err
 	}
-	log.Info("edged started", "version", version, "gateway", cfg.Gateway.ID, "epoch", epoch, "bus", cfg.Bus.Kind, "cache", cfg.Cache.Kind,
+	log.Info("edged started", "version", version, "gateway", cfg.Gateway.ID, "ha", cfg.HA.Kind, "node", cfg.HA.Node, "bus", cfg.Bus.Kind, "cache", cfg.Cache.Kind,
 		"links", len(cfg.Links), "devices", len(cfg.Devices), "data_dir", dataDir, "http", cfg.Metrics.Listen)
 
-	pollCtx, stopPolling := context.WithCancel(leaderCtx)
+	// leadCtx ends leadership (after the drain at shutdown); pollCtx ends
+	// polling (at the start of shutdown).
+	leadCtx, stopLeading := context.WithCancel(context.Background())
+	defer stopLeading()
+	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
 	upCtx, stopUplink := context.WithCancel(context.Background())
 	defer stopUplink()
 	prodCtx, stopProducer := context.WithCancel(context.Background())
 	defer stopProducer()
 
-	engineDone := make(chan struct{})
-	go func() {
-		defer close(engineDone)
-		g.engine.Run(pollCtx)
-		close(readings)
-	}()
 	producerDone := make(chan error, 1)
-	go func() { producerDone <- g.producer.Run(prodCtx) }()
+	go func() { producerDone <- g.runTerms(leadCtx, pollCtx, prodCtx, lead) }()
 	uplinkDone := make(chan error, 1)
 	go func() { uplinkDone <- g.uplink.Run(upCtx) }()
 	modelsDone := make(chan struct{})
@@ -190,18 +192,24 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 	<-ctx.Done()
 	log.Info("shutting down: polls stop, the backlog is flushed")
 	stopPolling()
-	<-engineDone
-	// the producer flushes what it holds; give a full bus a few seconds
+	// the engine stops, the producer flushes what it holds; give a full
+	// bus a few seconds
 	t := time.AfterFunc(5*time.Second, stopProducer)
 	perr := <-producerDone
 	t.Stop()
 	deadline := time.Now().Add(drain)
 	for time.Now().Before(deadline) {
 		st, _ := b.Stats(bus.Telemetry)
-		if st.Depth == 0 || !g.uplink.Health().Connected {
+		if active, _, _ := g.role.get(); st.Depth == 0 || !g.uplink.Health().Connected || !active {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	stopLeading()
+	if etcdNode != nil {
+		if err := etcdNode.Close(); err != nil {
+			log.Warn("leadership: resign", "err", err)
+		}
 	}
 	stopUplink()
 	<-uplinkDone
@@ -254,6 +262,7 @@ type health struct {
 	Status  string                `json:"status"` // ok, degraded (a device, link or the cloud is down; the queue full and dropping its oldest), failing (the queue full: polls pause)
 	Gateway string                `json:"gateway"`
 	Epoch   uint64                `json:"epoch"`
+	HA      haHealth              `json:"ha"`
 	Links   []connectivity.Health `json:"links"`
 	Bus     busHealth             `json:"bus"`
 	Broker  *bus.LinkState        `json:"broker,omitempty"` // the ActiveMQ link, with bus kind activemq
@@ -280,7 +289,8 @@ type busHealth struct {
 }
 
 func (g *gateway) health() (health, int) {
-	h := health{Status: "ok", Gateway: g.cfg.Gateway.ID, Epoch: g.epoch, Links: g.engine.Health(), Uplink: g.uplink.Health(), Models: g.models.Status()}
+	_, epoch, _ := g.role.get()
+	h := health{Status: "ok", Gateway: g.cfg.Gateway.ID, Epoch: epoch, HA: g.haHealth(context.Background()), Links: g.engine.Health(), Uplink: g.uplink.Health(), Models: g.models.Status()}
 	if st, err := g.bus.Stats(bus.Telemetry); err == nil {
 		h.Bus = busHealth{Depth: st.Depth, Records: st.Records, Bytes: st.Bytes, MaxBytes: st.MaxBytes, NextSeq: st.NextSeq, Dropped: st.Dropped}
 		if !st.Oldest.IsZero() {
@@ -395,4 +405,14 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// clientID is the cloud MQTT client id: the device key, with the node's
+// name in HA (the nodes share the identity; equal ids would take over each
+// other's session).
+func clientID(cfg *config.Config) string {
+	if cfg.HA.Kind == "etcd" {
+		return cfg.Cloud.DeviceKey + "." + cfg.HA.Node
+	}
+	return cfg.Cloud.DeviceKey
 }
