@@ -103,13 +103,15 @@ func (s *Server) commandTarget(pk, dk string) *mqtt.Client {
 		switch {
 		case !ok:
 		case dev.ProductKey == pk && dev.DeviceKey == dk:
-			if own == nil {
+			// of several connections of one device (an HA pair's nodes),
+			// the one that posted with the newest epoch: the active node
+			if own == nil || s.senderEpoch(cl) > s.senderEpoch(own) {
 				own = cl
 			}
 		case s.inTopology(dev, pk, dk):
 			if s.sess.online(cl, devKey{pk, dk}) {
 				gwLogged = cl
-			} else if gwAny == nil {
+			} else if gwAny == nil || s.senderEpoch(cl) > s.senderEpoch(gwAny) {
 				gwAny = cl
 			}
 		}
@@ -228,4 +230,12 @@ func (s *Server) declaredAnywhere(pk, dk string) bool {
 		}
 	}
 	return false
+}
+
+// senderEpoch is the newest sender epoch cl has posted with; 0 if none.
+func (s *Server) senderEpoch(cl *mqtt.Client) uint64 {
+	if e, ok := s.senders.Load(cl); ok {
+		return e.(uint64)
+	}
+	return 0
 }

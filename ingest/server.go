@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -135,7 +136,11 @@ type Server struct {
 	limits   enos.Limits
 	topo     *Topology
 	sess     sessions
-	cmds     commandWaiters
+	// senders: the newest sender epoch each connection posted with, so
+	// commands go to the active node of an HA pair (the standby, logged in
+	// with the same identity, posts nothing)
+	senders sync.Map // *mqtt.Client → uint64
+	cmds    commandWaiters
 	// models: the thing models; nil on a scale-out worker (requests for
 	// them are answered 501).
 	models *ModelStore
@@ -407,6 +412,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	h.s.sess.end(cl) // its sub-devices' logins end with the connection
+	h.s.senders.Delete(cl)
 	if errors.Is(err, packets.ErrPacketTooLarge) {
 		h.s.metrics.rejected.WithLabelValues(rejectedPacketLarge).Inc()
 		h.s.log.Warn("packet over the hard limit: connection closed", "username", cl.Properties.Username, "limit", 2*h.s.cfg.MaxPayload)
@@ -755,6 +761,11 @@ func (s *Server) post(cl conn, dev *RegistryDevice, topic, tpk, tdk, suffix stri
 		return packets.ErrRejectPacket
 	}
 	s.metrics.posts.Inc()
+	if mc, ok := cl.(*mqtt.Client); ok && b.Epoch != 0 {
+		if e, seen := s.senders.Load(mc); !seen || e.(uint64) < b.Epoch {
+			s.senders.Store(mc, b.Epoch)
+		}
+	}
 	if res.Duplicates == 0 { // a re-delivery's age says nothing of the pipeline's latency
 		storedAt := time.Now().UnixMilli()
 		for i := range b.Items {
