@@ -3,6 +3,7 @@
 //
 //	edged run -config edged.yaml        run the gateway
 //	edged validate edged.yaml           check a config without touching the network
+//	edged status -config edged.yaml     a running gateway's state (role, links, queue, cloud)
 //	edged certs dev DIR                 make a dev CA, an ingestd and a gateway certificate
 //	edged sim modbus -config sim.yaml   run a Modbus TCP device simulator
 //	edged probe modbus -addr HOST ...   find a device's register types and byte orders
@@ -29,6 +30,9 @@ func usage(w io.Writer) {
 commands:
   run -config FILE            run the gateway
   validate FILE               check a config file (no network I/O); exit 1 on errors
+  status -config FILE | -addr HOST:PORT [-json]
+                              a running gateway's state: role and epoch, links and devices,
+                              queue, cloud link, models; exit 1 unless all is ok
   certs dev DIR [-gateway-cn CN]
                               create a dev CA, a server certificate for ingestd and a
                               client certificate for the gateway in DIR (idempotent)
@@ -51,6 +55,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
 	case "certs":
 		return cmdCerts(args[1:], stdout, stderr)
 	case "sim":
