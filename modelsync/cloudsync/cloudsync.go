@@ -37,6 +37,10 @@ import (
 // ErrNoModel: the cloud has no model for the product.
 var ErrNoModel = errors.New("the cloud has no model for this product")
 
+// ErrMalformed: the cloud sent a model that does not parse; it is refused
+// like a version that does not fit.
+var ErrMalformed = errors.New("malformed model")
+
 // Fetcher gets the latest model of a product from the cloud.
 type Fetcher interface {
 	// FetchModel asks as device deviceKey (a device of the product the
@@ -67,7 +71,7 @@ func (f CloudFetcher) FetchModel(ctx context.Context, productKey, deviceKey stri
 	}
 	m, err := thingmodel.Parse(r.Data)
 	if err != nil {
-		return nil, fmt.Errorf("malformed model of %s from the cloud: %w", productKey, err)
+		return nil, fmt.Errorf("%w of %s from the cloud: %w", ErrMalformed, productKey, err)
 	}
 	if m.ProductKey != productKey {
 		return nil, fmt.Errorf("the cloud answered %s's model request with product %q's", productKey, m.ProductKey)
@@ -274,6 +278,11 @@ func (s *Syncer) SyncOnce(ctx context.Context) int {
 				// under running devices
 				s.o.Logger.Warn("the cloud has no model for this product any more; keeping the stored one", "product_key", pd[0], "version", cur.Version)
 			}
+			continue
+		case errors.Is(err, ErrMalformed):
+			s.m.rejected.WithLabelValues(pd[0]).Inc()
+			s.setError(pd[0], err.Error())
+			s.o.Logger.Error("model from the cloud refused; the current version stays in use", "product_key", pd[0], "err", err)
 			continue
 		case err != nil:
 			if ctx.Err() != nil {

@@ -3,12 +3,15 @@ package cloudsync
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/edged/edged/config"
 	"github.com/edged/edged/connectivity"
@@ -117,6 +120,12 @@ func TestSyncAppliesRefusesAndKeeps(t *testing.T) {
 	if st.Version != 1 || st.Rejected != 2 || !strings.Contains(st.LastError, "voltage") {
 		t.Fatalf("status %+v", st)
 	}
+	// a malformed model: refused and counted, v1 stays
+	c.set(nil, fmt.Errorf("%w of meterPK from the cloud: measurepoints[0].dataType: \"flaot\"", ErrMalformed))
+	s.SyncOnce(ctx)
+	if st := s.Status()[0]; st.Version != 1 || !strings.Contains(st.LastError, "flaot") || rejected(s) != 2 {
+		t.Fatalf("status %+v, rejected %v", st, rejected(s))
+	}
 	// the cloud unreachable: the current version stays, the error shows
 	c.set(nil, errors.New("cloud link is down"))
 	s.SyncOnce(ctx)
@@ -149,4 +158,12 @@ func TestStoredReportsACorruptFile(t *testing.T) {
 	if len(models) != 0 || len(errs) != 1 || !strings.Contains(errs[0].Error(), "meterPK.json") || !strings.Contains(errs[0].Error(), "flaot") {
 		t.Fatalf("models %v, errors %v", models, errs)
 	}
+}
+
+func rejected(s *Syncer) float64 {
+	var m dto.Metric
+	if err := s.m.rejected.WithLabelValues("meterPK").Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
 }
