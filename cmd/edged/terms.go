@@ -80,8 +80,14 @@ func leadership(cfg *config.Config, dataDir string) (ha.Leadership, *ha.Etcd, er
 // late data accepted.
 func (g *gateway) runTerms(leadCtx, pollCtx, prodCtx context.Context, lead ha.Leadership) error {
 	for pollCtx.Err() == nil {
-		leaderCtx, epoch, err := lead.Lead(leadCtx)
+		// A shutdown interrupts the campaign of a standby; an elected node
+		// keeps its term until leadCtx ends (after the drain).
+		campaignCtx, cancelCampaign := context.WithCancel(leadCtx)
+		interrupt := context.AfterFunc(pollCtx, cancelCampaign)
+		leaderCtx, epoch, err := lead.Lead(campaignCtx)
+		interrupt()
 		if err != nil {
+			cancelCampaign()
 			if leadCtx.Err() != nil {
 				return nil
 			}
@@ -93,7 +99,8 @@ func (g *gateway) runTerms(leadCtx, pollCtx, prodCtx context.Context, lead ha.Le
 			continue
 		}
 		if pollCtx.Err() != nil {
-			break // elected while shutting down: the caller ends the term
+			cancelCampaign()
+			break // elected while shutting down: the term ends with it
 		}
 		g.role.set(true, epoch)
 		g.m.active.Set(1)
@@ -115,11 +122,13 @@ func (g *gateway) runTerms(leadCtx, pollCtx, prodCtx context.Context, lead ha.Le
 		stop()
 		stopTerm()
 		if pollCtx.Err() != nil {
+			// cancelCampaign is left to leadCtx: the term lasts through the drain
 			if perr != nil && !errors.Is(perr, context.Canceled) {
 				return perr
 			}
 			return nil
 		}
+		cancelCampaign()
 		g.role.set(false, epoch)
 		g.m.active.Set(0)
 		g.log.Warn("leadership lost: polling stopped; standing by", "epoch", epoch, "cause", context.Cause(leaderCtx))
