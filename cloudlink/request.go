@@ -96,6 +96,7 @@ func (u *Uplink) Activate(ctx context.Context, epoch uint64) {
 	u.termMu.Lock()
 	defer u.termMu.Unlock()
 	u.term = &activeTerm{ctx: ctx, epoch: epoch}
+	u.refusal.Store(nil) // refusals are reported per term
 	close(u.termCh)
 	u.termCh = make(chan struct{})
 }

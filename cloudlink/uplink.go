@@ -103,7 +103,8 @@ type Uplink struct {
 	lastAck   atomic.Int64 // unix ms
 	nextID    atomic.Uint64
 	link      atomic.Pointer[link] // the session, while one is up
-	epoch     atomic.Uint64        // the active term's, stamped on posts
+	refusal   atomic.Pointer[refusal]
+	epoch     atomic.Uint64 // the active term's, stamped on posts
 
 	termMu sync.Mutex
 	term   *activeTerm   // the latest activation
@@ -152,6 +153,20 @@ type Health struct {
 	Connected bool      `json:"connected"`
 	LastError string    `json:"last_error,omitempty"`
 	LastAck   time.Time `json:"last_ack,omitzero"`
+	// Refused: the cloud's last refusal of a post in this term (4xx: the
+	// data is not stored and will not be sent again), and when.
+	Refused   string    `json:"last_refusal,omitempty"`
+	RefusedAt time.Time `json:"last_refusal_at,omitzero"`
+	// Fenced: the cloud refused a post because a newer epoch of this
+	// gateway exists (another node is active, or the epochs were reset by
+	// rebuilding etcd or moving to HA: see the README).
+	Fenced bool `json:"fenced,omitempty"`
+}
+
+type refusal struct {
+	msg    string
+	at     time.Time
+	fenced bool
 }
 
 // Health reports the link state.
@@ -159,6 +174,9 @@ func (u *Uplink) Health() Health {
 	h := Health{Connected: u.connected.Load(), LastError: u.lastErr.Load().(string)}
 	if ms := u.lastAck.Load(); ms > 0 {
 		h.LastAck = time.UnixMilli(ms)
+	}
+	if r := u.refusal.Load(); r != nil {
+		h.Refused, h.RefusedAt, h.Fenced = r.msg, r.at, r.fenced
 	}
 	return h
 }
@@ -733,6 +751,9 @@ func (u *Uplink) onReply(_ mqtt.Client, msg mqtt.Message) {
 	}
 	if r.Code != 200 && !strings.HasPrefix(r.ID, "r") { // requests' callers judge their replies
 		u.o.Logger.Error("cloud rejected a post", "id", r.ID, "code", r.Code, "message", r.Message)
+		if r.Code >= 400 && r.Code < 500 {
+			u.refusal.Store(&refusal{msg: fmt.Sprintf("%d %s", r.Code, r.Message), at: time.Now(), fenced: strings.HasPrefix(r.Message, "fenced")})
+		}
 	}
 }
 

@@ -325,6 +325,11 @@ func (g *gateway) health() (health, int) {
 			}
 		}
 	}
+	if active, _, _ := g.role.get(); active && h.Uplink.Fenced {
+		// the active node's posts are refused as stale: nothing it sends
+		// is stored (epochs reset by a rebuilt etcd, or a second active)
+		h.Status = "failing"
+	}
 	code := http.StatusOK
 	if h.Status == "failing" {
 		code = http.StatusServiceUnavailable
