@@ -46,6 +46,11 @@ func (u *Uplink) commandHandler(ctx context.Context, sem chan struct{}) mqtt.Mes
 		reply := func(err error) {
 			code := enos.CodeOf(err)
 			r := enos.Reply{ID: id, Code: code, Message: "success"}
+			if e := u.epoch.Load(); e != 0 && u.o.Gateway != "" {
+				// the fencing token: the ingest refuses a reply of a node
+				// whose term is over
+				r.Sender = &enos.Sender{Gateway: u.o.Gateway, Epoch: e}
+			}
 			if err != nil {
 				r.Message = err.Error()
 			}

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -83,6 +84,19 @@ func (s *Server) commandReply(pk, dk, topic string, payload []byte) {
 		s.metrics.commands.WithLabelValues("reply_malformed").Inc()
 		s.log.Warn("malformed command reply", "topic", topic, "error", err)
 		return
+	}
+	if r.Sender != nil && s.store != nil {
+		// a reply from a node whose term is over: the command may have
+		// run on a node that is no longer active; the caller is told so
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		seqs, err := s.store.Sequences(ctx, r.Sender.Gateway)
+		cancel()
+		if err == nil && seqs.Epoch > r.Sender.Epoch {
+			s.metrics.commands.WithLabelValues("reply_fenced").Inc()
+			s.log.Warn("command reply from a fenced epoch", "topic", topic, "id", r.ID, "gateway", r.Sender.Gateway, "epoch", r.Sender.Epoch, "newest", seqs.Epoch)
+			r = enos.Reply{ID: r.ID, Code: enos.CodeForbidden,
+				Message: fmt.Sprintf("fenced: the reply came from gateway %s epoch %d, older than its newest epoch %d: the node that answered is no longer active (the command may have run on it)", r.Sender.Gateway, r.Sender.Epoch, seqs.Epoch)}
+		}
 	}
 	if !s.cmds.deliver(pk, dk, r) {
 		s.metrics.commands.WithLabelValues("reply_unexpected").Inc()

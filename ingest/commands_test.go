@@ -120,3 +120,34 @@ func TestCommands(t *testing.T) {
 		t.Errorf("replied commands %v, want 2", got)
 	}
 }
+
+// TestCommandReplyFenced: a reply carrying an epoch older than the newest
+// the gateway has posted with (a node whose HA term is over) reaches the
+// caller as a 403 "fenced", not as the device's success.
+func TestCommandReplyFenced(t *testing.T) {
+	e := startAdminEnv(t)
+	if _, err := e.srv.store.Append(t.Context(), &Batch{Gateway: "gw-ha", Epoch: 5}); err != nil {
+		t.Fatal(err)
+	}
+	var epoch atomic.Uint64
+	gw := e.login("gwPK", "gwDK", "gwSecret")
+	gw.AddRoute("/sys/+/+/thing/service/#", func(cl paho.Client, m paho.Message) {
+		if strings.HasSuffix(m.Topic(), enos.ReplySuffix) {
+			return
+		}
+		id, _ := enos.PeekID(m.Payload())
+		rep := enos.AppendReply(nil, enos.Reply{ID: id, Code: 200, Message: "success", Sender: &enos.Sender{Gateway: "gw-ha", Epoch: epoch.Load()}})
+		cl.Publish(m.Topic()+enos.ReplySuffix, 1, false, rep)
+	})
+	for _, c := range []struct {
+		epoch uint64
+		code  int
+	}{{3, 403}, {5, 200}, {6, 200}} {
+		epoch.Store(c.epoch)
+		code, _, b := e.api("POST", "/api/v1/devices/subPK/subDK/services/measurepoint/set", testAdminToken, `{"temperature": 1}`)
+		var r cmdResult
+		if code != 200 || json.Unmarshal([]byte(b), &r) != nil || r.Code != c.code || (c.code == 403) != strings.Contains(r.Message, "fenced") {
+			t.Fatalf("reply of epoch %d: HTTP %d %s, want code %d", c.epoch, code, b, c.code)
+		}
+	}
+}

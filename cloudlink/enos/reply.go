@@ -61,6 +61,10 @@ type Reply struct {
 	Code    int
 	Message string
 	Data    json.RawMessage // nil is sent as {}
+	// Sender is edged's "edged" object on a command reply: the gateway
+	// and the epoch of the node that executed it (the ingest refuses
+	// replies of a fenced epoch). nil: none.
+	Sender *Sender
 }
 
 // AppendReply appends r as JSON. r.Data must be valid JSON; nil means {}.
@@ -76,6 +80,13 @@ func AppendReply(dst []byte, r Reply) []byte {
 		dst = append(dst, "{}"...)
 	} else {
 		dst = append(dst, r.Data...)
+	}
+	if r.Sender != nil {
+		dst = append(dst, `,"edged":{"gateway":`...)
+		dst = telemetry.AppendJSONString(dst, r.Sender.Gateway)
+		dst = append(dst, `,"epoch":`...)
+		dst = strconv.AppendUint(dst, r.Sender.Epoch, 10)
+		dst = append(dst, '}')
 	}
 	return append(dst, '}')
 }
@@ -121,6 +132,12 @@ func ParseReply(b []byte) (Reply, error) {
 				return err.in("data")
 			}
 			r.Data = append(json.RawMessage(nil), raw...)
+		case "edged":
+			snd, err := p.sender()
+			if err != nil {
+				return err.in("edged")
+			}
+			r.Sender = snd
 		default:
 			if _, err := p.s.skip(); err != nil {
 				return err.in(strconv.Quote(string(key)))
