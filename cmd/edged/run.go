@@ -136,7 +136,15 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 	if err != nil {
 		return err
 	}
-	tap := bus.NewTap(0) // fresh records reach the uplink ahead of a backlog
+	// Fresh records reach the uplink ahead of a backlog through the tap.
+	// Not with HA on a shared ActiveMQ queue: the queue then holds both
+	// nodes' messages, whose sequence numbers come from two outboxes, and
+	// the tap's claims are keyed by sequence number alone; everything goes
+	// through the queue, in order.
+	var tap *bus.Tap
+	if !(cfg.HA.Kind == "etcd" && cfg.Bus.Kind == "activemq") {
+		tap = bus.NewTap(0)
+	}
 	g.producer = pipeline.NewProducer(pipeline.ProducerOptions{
 		Normaliser: g.norm, Bus: b, Cache: g.cache, // readings and epoch: per term
 		Gateway: cfg.Gateway.ID, MaxRecords: cfg.Cloud.Batch, Tap: tap,
@@ -162,7 +170,12 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 	registerBusMetrics(reg, b)
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edged_uplink_tap_dropped_total",
 		Help: "Fresh bus messages the uplink's real-time path did not take (link down or slower than polling); they stay queued and go out in order."},
-		func() float64 { return float64(tap.Dropped()) }))
+		func() float64 {
+			if tap == nil {
+				return 0
+			}
+			return float64(tap.Dropped())
+		}))
 
 	srv, err := g.serveHTTP(reg)
 	if err != nil {
