@@ -10,6 +10,14 @@
 #                              while real-time data continues (goal: ≥ 5× the
 #                              live rate); fails on any lost record
 #   EDGED_BENCH_OUTAGE=10m     the outage (default 10m: about 12-13 minutes in all)
+#   EDGED_BENCH_FAILOVER=1     also run the active/standby fail-over benchmark
+#                              (internal/cmd/failoverbench): two edged nodes on
+#                              a 3-member etcd cluster (Debian etcd-server),
+#                              EDGED_BENCH_FAILOVER_RUNS (default 20) kill -9s
+#                              of the active and 5 graceful hand-overs; the
+#                              gap to the new epoch's first stored record
+#                              (goal ≤ 3 s with a 2 s lease; hand-over ≤ 0.5 s);
+#                              fails on any lost record or two actives (2-3 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== micro-benchmarks"
@@ -32,4 +40,9 @@ if [ "${EDGED_BENCH_DRAIN:-}" = 1 ]; then
 	echo
 	echo "== backlog drain: ingestd down ${EDGED_BENCH_OUTAGE:-10m} at 10k points/s, then the drain while real-time continues"
 	go run ./internal/cmd/drainbench -bin bin -rate 10000 -outage "${EDGED_BENCH_OUTAGE:-10m}"
+fi
+if [ "${EDGED_BENCH_FAILOVER:-}" = 1 ]; then
+	echo
+	echo "== active/standby fail-over: ${EDGED_BENCH_FAILOVER_RUNS:-20} kill -9s of the active and 5 graceful hand-overs, 2 s lease"
+	go run ./internal/cmd/failoverbench -bin bin -runs "${EDGED_BENCH_FAILOVER_RUNS:-20}"
 fi

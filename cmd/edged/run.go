@@ -104,7 +104,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 		return err
 	}
 	defer closeCache()
-	lead, etcdNode, err := leadership(cfg, dataDir)
+	lead, etcdNode, err := leadership(cfg, dataDir, log)
 	if err != nil {
 		return err
 	}
@@ -219,6 +219,11 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 		time.Sleep(50 * time.Millisecond)
 	}
 	stopLeading()
+	if active, epoch, _ := g.role.get(); active {
+		g.role.set(false, epoch)
+		g.m.active.Set(0)
+		log.Info("term ended: standing down", "epoch", epoch)
+	}
 	if etcdNode != nil {
 		if err := etcdNode.Close(); err != nil {
 			log.Warn("leadership: resign", "err", err)

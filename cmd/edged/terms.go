@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -47,7 +48,7 @@ func (r *role) get() (active bool, epoch uint64, since time.Time) {
 // leadership opens the node's leadership: Local (single node) or an etcd
 // election. close ends it (an etcd node resigns: the standby takes over at
 // once).
-func leadership(cfg *config.Config, dataDir string) (ha.Leadership, *ha.Etcd, error) {
+func leadership(cfg *config.Config, dataDir string, log *slog.Logger) (ha.Leadership, *ha.Etcd, error) {
 	if cfg.HA.Kind != "etcd" {
 		return ha.Local{Dir: dataDir}, nil, nil
 	}
@@ -61,7 +62,7 @@ func leadership(cfg *config.Config, dataDir string) (ha.Leadership, *ha.Etcd, er
 	}
 	e, err := ha.NewEtcd(ha.EtcdConfig{
 		Endpoints: cfg.HA.Endpoints, Prefix: "/edged/ha/" + cfg.HA.Group, Name: cfg.HA.Node,
-		TTL: cfg.HA.LeaseTTL, TLS: tlsCfg,
+		TTL: cfg.HA.LeaseTTL, TLS: tlsCfg, Logger: log.With("component", "ha"),
 	})
 	if err != nil {
 		return nil, nil, err
@@ -88,8 +89,8 @@ func (g *gateway) runTerms(leadCtx, pollCtx, prodCtx context.Context, lead ha.Le
 		interrupt()
 		if err != nil {
 			cancelCampaign()
-			if leadCtx.Err() != nil {
-				return nil
+			if leadCtx.Err() != nil || pollCtx.Err() != nil {
+				return nil // shutting down (a standby's campaign interrupted)
 			}
 			g.log.Error("leadership: cannot campaign; retrying", "err", err)
 			select {

@@ -481,3 +481,95 @@ type EdgedHealth struct {
 		LastError string `json:"last_error"`
 	} `json:"uplink"`
 }
+
+// Etcd is a private etcd cluster on loopback for the benchmarks: members
+// of the system's etcd (Debian etcd-server) started through Procs, with
+// internal/testsvc's timings (50 ms heartbeat, 500 ms election timeout);
+// their data in Dir/etcd-m<i>, their logs Dir/etcd-m<i>.log.
+type Etcd struct {
+	Dir         string
+	ClientPorts []int
+	Procs       []*Proc
+}
+
+// StartEtcd starts an n-member cluster and waits until every member is
+// healthy. ps stops the members.
+func StartEtcd(ps *Procs, n int) (*Etcd, error) {
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		if bin, err = exec.LookPath("etcd-server"); err != nil {
+			return nil, fmt.Errorf("etcd not found (apt-get install etcd-server): %w", err)
+		}
+	}
+	e := &Etcd{Dir: ps.Dir}
+	peers := make([]int, n)
+	var initial []string
+	for i := range n {
+		e.ClientPorts = append(e.ClientPorts, FreePort())
+		peers[i] = FreePort()
+		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, peers[i]))
+	}
+	for i := range n {
+		client := fmt.Sprintf("http://127.0.0.1:%d", e.ClientPorts[i])
+		peer := fmt.Sprintf("http://127.0.0.1:%d", peers[i])
+		p, err := ps.Start(fmt.Sprintf("etcd-m%d", i), bin,
+			"--name", fmt.Sprintf("m%d", i), "--data-dir", filepath.Join(ps.Dir, fmt.Sprintf("etcd-m%d", i)),
+			"--listen-client-urls", client, "--advertise-client-urls", client,
+			"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
+			"--initial-cluster-token", "edged-bench", "--heartbeat-interval", "50", "--election-timeout", "500",
+			"--logger", "zap", "--log-outputs", "stderr")
+		if err != nil {
+			return nil, err
+		}
+		e.Procs = append(e.Procs, p)
+	}
+	return e, WaitFor(30*time.Second, "etcd healthy", e.Healthy)
+}
+
+// Endpoints are the members' client URLs.
+func (e *Etcd) Endpoints() []string {
+	var eps []string
+	for _, p := range e.ClientPorts {
+		eps = append(eps, fmt.Sprintf("http://127.0.0.1:%d", p))
+	}
+	return eps
+}
+
+// Healthy is nil when every member says it is healthy (it has a raft
+// leader and serves reads).
+func (e *Etcd) Healthy() error {
+	c := http.Client{Timeout: time.Second}
+	for i, ep := range e.Endpoints() {
+		if e.Procs[i].Exited() {
+			return fmt.Errorf("etcd member %d exited (see %s)", i, filepath.Join(e.Dir, fmt.Sprintf("etcd-m%d.log", i)))
+		}
+		resp, err := c.Get(ep + "/health")
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"health":"true"`) {
+			return fmt.Errorf("etcd member %d: %s %s", i, resp.Status, strings.TrimSpace(string(b)))
+		}
+	}
+	return nil
+}
+
+// HAHealth is the HA part of edged's /healthz, with the bus.
+type HAHealth struct {
+	Epoch uint64 `json:"epoch"`
+	HA    struct {
+		Role   string    `json:"role"`
+		Node   string    `json:"node"`
+		Since  time.Time `json:"since"`
+		Leader string    `json:"leader"`
+		Error  string    `json:"error"`
+	} `json:"ha"`
+	Bus struct {
+		Depth   int    `json:"depth"`
+		Records uint64 `json:"records"`
+		NextSeq uint64 `json:"next_seq"`
+	} `json:"bus"`
+}
