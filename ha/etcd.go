@@ -418,6 +418,9 @@ type Status struct {
 	// LeaseValidUntil is, while Leading, the time up to which this node's
 	// lease is confirmed (minus the safety margin).
 	LeaseValidUntil time.Time
+	// Standbys are the names of the other nodes campaigning (their keys
+	// live on their leases), next in line first.
+	Standbys []string
 }
 
 // Leading says, without a round trip, whether this node holds a live term
@@ -449,13 +452,18 @@ func (e *Etcd) Status(ctx context.Context) (Status, error) {
 		}
 		e.mu.Unlock()
 	}
-	resp, err := e.cli.Get(ctx, e.cfg.Prefix+"/", clientv3.WithFirstCreate()...)
+	resp, err := e.cli.Get(ctx, e.cfg.Prefix+"/", clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(64))
 	if err != nil {
 		return st, fmt.Errorf("ha: status: %w", err)
 	}
-	if len(resp.Kvs) > 0 {
-		st.Leader = string(resp.Kvs[0].Value)
-		st.Epoch = uint64(resp.Kvs[0].CreateRevision)
+	for i, kv := range resp.Kvs {
+		if i == 0 { // the oldest key leads
+			st.Leader = string(kv.Value)
+			st.Epoch = uint64(kv.CreateRevision)
+			continue
+		}
+		st.Standbys = append(st.Standbys, string(kv.Value))
 	}
 	return st, nil
 }

@@ -384,8 +384,12 @@ func TestEtcdOneOfTwoLeads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Leader != l.node || st.Epoch != l.epoch || st.Leading != (n.name == l.node) {
-			t.Errorf("%s: status %+v; leader %s epoch %d", n.name, st, l.node, l.epoch)
+		other := "a"
+		if l.node == "a" {
+			other = "b"
+		}
+		if st.Leader != l.node || st.Epoch != l.epoch || st.Leading != (n.name == l.node) || len(st.Standbys) != 1 || st.Standbys[0] != other {
+			t.Errorf("%s: status %+v; leader %s epoch %d, standby %s", n.name, st, l.node, l.epoch, other)
 		}
 		if ep, ok := n.e.Leading(); ok != (n.name == l.node) || (ok && ep != l.epoch) {
 			t.Errorf("%s: Leading() = %d, %v", n.name, ep, ok)

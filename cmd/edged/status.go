@@ -71,7 +71,7 @@ func printStatus(w io.Writer, h *health) {
 	fmt.Fprintf(w, "gateway %s: %s\n", h.Gateway, strings.ToUpper(h.Status))
 	role := h.HA.Role
 	if h.HA.Kind == "etcd" {
-		role += fmt.Sprintf(" (node %s; group leader %s, epoch %d", h.HA.Node, orNone(h.HA.Leader), h.HA.LeaderEpoch)
+		role += fmt.Sprintf(" (node %s; group leader %s, epoch %d; standbys %s", h.HA.Node, orNone(h.HA.Leader), h.HA.LeaderEpoch, orNone(strings.Join(h.HA.Standbys, ", ")))
 		if h.HA.Error != "" {
 			role += "; etcd: " + h.HA.Error
 		}

@@ -15,7 +15,7 @@ import (
 
 func TestStatus(t *testing.T) {
 	h := health{Status: "degraded", Gateway: "gw-1", Epoch: 42,
-		HA:     haHealth{Kind: "etcd", Node: "a", Role: "active", Leader: "a", LeaderEpoch: 42},
+		HA:     haHealth{Kind: "etcd", Node: "a", Role: "active", Leader: "a", LeaderEpoch: 42, Standbys: []string{"b"}},
 		Uplink: cloudlink.Health{Connected: true, LastAck: time.Now().Add(-2 * time.Second)},
 		Bus:    busHealth{Depth: 3, Records: 120, Bytes: 4096, MaxBytes: 1 << 30, OldestAgeS: 65, Dropped: 7},
 		Links: []connectivity.Health{{Link: "line-1", Up: true, Devices: []connectivity.DeviceHealth{
@@ -38,7 +38,7 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("exit %d for a degraded gateway, want 1 (stderr %q)", code, errb.String())
 	}
 	for _, want := range []string{
-		"gateway gw-1: DEGRADED", "role     active (node a; group leader a, epoch 42), epoch 42", "cloud    up, last ack 2s ago",
+		"gateway gw-1: DEGRADED", "role     active (node a; group leader a, epoch 42; standbys b), epoch 42", "cloud    up, last ack 2s ago",
 		"queue    120 records in 3 messages", "oldest 1m5s, 7 DROPPED", "model    meterPK version 2 (version 3 refused)",
 		"meter-2  DOWN", "device meter-2: timeout",
 	} {

@@ -176,6 +176,7 @@ type haHealth struct {
 	Since       time.Time `json:"since,omitzero"`
 	Leader      string    `json:"leader,omitempty"`       // the group's active node, as etcd says
 	LeaderEpoch uint64    `json:"leader_epoch,omitempty"` // its epoch
+	Standbys    []string  `json:"standbys,omitempty"`     // the other nodes waiting for the lease, next in line first
 	LeaseUntil  time.Time `json:"lease_confirmed_until,omitzero"`
 	Error       string    `json:"error,omitempty"` // etcd unreachable or without quorum
 }
@@ -196,6 +197,6 @@ func (g *gateway) haHealth(ctx context.Context) haHealth {
 	if err != nil {
 		h.Error = err.Error()
 	}
-	h.Leader, h.LeaderEpoch, h.LeaseUntil = st.Leader, st.Epoch, st.LeaseValidUntil
+	h.Leader, h.LeaderEpoch, h.LeaseUntil, h.Standbys = st.Leader, st.Epoch, st.LeaseValidUntil, st.Standbys
 	return h
 }
