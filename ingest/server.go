@@ -449,18 +449,8 @@ func (s *Server) authenticate(cl *mqtt.Client, pk packets.Packet) (*RegistryDevi
 		}
 	}
 	if len(pk.Connect.Password) > 0 {
-		if dev.Secret == "" {
-			return nil, refusedNoSecret
-		}
-		cid, opts, err := enos.ParseClientID(pk.Connect.ClientIdentifier)
-		if err != nil || opts["securemode"] != enos.SecureModeSecret || !enos.SignMethodSupported(opts["signmethod"]) || opts["timestamp"] == "" {
-			return nil, refusedBadClientID
-		}
-		if reason := s.checkTimestamp(opts["timestamp"]); reason != "" {
+		if reason := CheckSecretLogin(dev, pk.Connect.ClientIdentifier, string(pk.Connect.Password), s.cfg.Now(), s.cfg.LoginMaxSkew); reason != "" {
 			return nil, reason
-		}
-		if !enos.VerifySign(opts["signmethod"], enos.LoginParams(cid, pkey, dk, opts["timestamp"]), dev.Secret, string(pk.Connect.Password)) {
-			return nil, refusedBadSignature
 		}
 		return dev, ""
 	}
@@ -480,17 +470,42 @@ func (s *Server) authenticate(cl *mqtt.Client, pk packets.Packet) (*RegistryDevi
 	return dev, ""
 }
 
+// CheckSecretLogin checks an EnOS secret login of dev (the device its
+// username names, enabled): the client id's options (securemode=2, a
+// supported sign method, a timestamp within maxSkew of now; negative
+// maxSkew disables that check) and the signature over the sorted pairs of
+// the client id's first part, device key, product key and timestamp,
+// followed by the secret. It returns "" when the login is good, else the
+// refusal reason counted in ingest_connections_refused_total. It is shared
+// with the Mosquitto plugin of the scale-out setup (cmd/mosquitto-enos-auth).
+func CheckSecretLogin(dev *RegistryDevice, clientID, password string, now time.Time, maxSkew time.Duration) string {
+	if dev.Secret == "" {
+		return refusedNoSecret
+	}
+	cid, opts, err := enos.ParseClientID(clientID)
+	if err != nil || opts["securemode"] != enos.SecureModeSecret || !enos.SignMethodSupported(opts["signmethod"]) || opts["timestamp"] == "" {
+		return refusedBadClientID
+	}
+	if reason := checkTimestamp(opts["timestamp"], now, maxSkew); reason != "" {
+		return reason
+	}
+	if !enos.VerifySign(opts["signmethod"], enos.LoginParams(cid, dev.ProductKey, dev.DeviceKey, opts["timestamp"]), dev.Secret, password) {
+		return refusedBadSignature
+	}
+	return ""
+}
+
 // checkTimestamp checks a login timestamp (unix ms, maybe with a fraction).
-func (s *Server) checkTimestamp(ts string) string {
+func checkTimestamp(ts string, now time.Time, maxSkew time.Duration) string {
 	ms, err := strconv.ParseFloat(ts, 64)
 	if err != nil || math.IsNaN(ms) || math.IsInf(ms, 0) {
 		return refusedBadClientID
 	}
-	if s.cfg.LoginMaxSkew < 0 {
+	if maxSkew < 0 {
 		return ""
 	}
-	skew := time.Duration(math.Abs(float64(s.cfg.Now().UnixMilli())-ms)) * time.Millisecond
-	if skew > s.cfg.LoginMaxSkew || skew < 0 {
+	skew := time.Duration(math.Abs(float64(now.UnixMilli())-ms)) * time.Millisecond
+	if skew > maxSkew || skew < 0 { // < 0: overflowed
 		return refusedStaleTimestamp
 	}
 	return ""

@@ -34,7 +34,7 @@ func (s *Server) verifySub(sl enos.SubLogin) (int, string) {
 		return enos.CodeForbidden, fmt.Sprintf("%s/%s is disabled in the registry", sl.ProductKey, sl.DeviceKey)
 	case sub.Secret == "":
 		return enos.CodeForbidden, fmt.Sprintf("%s/%s has no secret to sign with", sl.ProductKey, sl.DeviceKey)
-	case s.checkTimestamp(sl.Timestamp) != "":
+	case checkTimestamp(sl.Timestamp, s.cfg.Now(), s.cfg.LoginMaxSkew) != "":
 		return enos.CodeForbidden, fmt.Sprintf("%s/%s: timestamp %q is not a time within the login window", sl.ProductKey, sl.DeviceKey, sl.Timestamp)
 	case !enos.VerifySign(sl.SignMethod, enos.LoginParams(sl.ClientID, sl.ProductKey, sl.DeviceKey, sl.Timestamp), sub.Secret, sl.Sign):
 		return enos.CodeForbidden, fmt.Sprintf("%s/%s: bad sign", sl.ProductKey, sl.DeviceKey)
