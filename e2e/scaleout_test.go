@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -27,17 +30,18 @@ func TestScaleOut(t *testing.T) {
 	testsvc.Integration(t)
 	s := newStack(t)
 	pg := testsvc.StartPostgres(t)
-	mq := testsvc.StartMosquitto(t, testsvc.MosquittoTLS{CAFile: s.certs.CACert, CertFile: s.certs.ServerCert, KeyFile: s.certs.ServerKey})
-	wCert, wKey, err := certs.IssueClient(s.certs.Dir, "worker", "ingest-worker")
-	if err != nil {
-		t.Fatal(err)
-	}
 	reg := filepath.Join(s.dir, "registry.yaml")
 	writeFile(t, reg, `devices:
   - {product_key: gwPK, device_key: gwDK, secret: gwSecret, cert_login: true, gateway: true,
      sub_devices: [{product_key: constPK, device_key: "*"}]}
   - {product_key: meterPK, device_key: plainDK, cert_login: true}
+  - {product_key: meterPK, device_key: sdkDK, secret: sdkSecret}
 `)
+	mq := testsvc.StartMosquitto(t, testsvc.MosquittoTLS{CAFile: s.certs.CACert, CertFile: s.certs.ServerCert, KeyFile: s.certs.ServerKey, SecretRegistry: reg})
+	wCert, wKey, err := certs.IssueClient(s.certs.Dir, "worker", "ingest-worker")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var port int
 	fmt.Sscanf(mq.Addr(), "127.0.0.1:%d", &port)
 	s.mqttPort = port // edged's cloud is the broker
@@ -96,6 +100,58 @@ func TestScaleOut(t *testing.T) {
 	if pts, err := s.latest("meterPK", "plainDK"); err != nil || pts["temp"].Value != 21.5 || pts["temp"].Time != now {
 		t.Errorf("plain device's post stored: %+v %v", pts, err)
 	}
+	// A plain device with the EnOS SDK's default login (secret, signed
+	// password, server-only TLS) on the secret-login listener, checked by
+	// the project's Mosquitto plugin against the same registry.
+	sdkLogin := func(secret string) (paho.Client, error) {
+		cid, user, pass, err := enos.MQTTLogin("sdkDK", "meterPK", "sdkDK", secret, "hmacsha256", fmt.Sprintf("%d.5", time.Now().UnixMilli()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		ca, _ := os.ReadFile(s.certs.CACert)
+		pool.AppendCertsFromPEM(ca)
+		c := paho.NewClient(paho.NewClientOptions().AddBroker("tls://" + mq.SecretAddr()).SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}).
+			SetClientID(cid).SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetWriteTimeout(5 * time.Second))
+		tok := c.Connect()
+		if !tok.WaitTimeout(10 * time.Second) {
+			return nil, fmt.Errorf("no CONNACK")
+		}
+		return c, tok.Error()
+	}
+	if _, err := sdkLogin("not-the-secret"); err == nil {
+		t.Fatalf("a wrong signature was accepted by the broker\n%s", mq.Log())
+	}
+	sdk, err := sdkLogin("sdkSecret")
+	if err != nil {
+		t.Fatalf("secret login through the plugin: %v\n%s", err, mq.Log())
+	}
+	defer sdk.Disconnect(100)
+	sdkTopic := enos.Topic("meterPK", "sdkDK", enos.SuffixPost)
+	sdkReplies := make(chan enos.Reply, 10)
+	if tok := sdk.Subscribe(sdkTopic+enos.ReplySuffix, 1, func(_ paho.Client, m paho.Message) {
+		if r, err := enos.ParseReply(m.Payload()); err == nil {
+			sdkReplies <- r
+		}
+	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	sdk.Publish(sdkTopic, 1, false, fmt.Sprintf(`{"id":"7","version":"1.0","method":"thing.measurepoint.post","params":{"measurepoints":{"temp":19.5},"time":%d}}`, now))
+	select {
+	case r := <-sdkReplies:
+		if r.ID != "7" || r.Code != 200 {
+			t.Fatalf("secret-login device post: reply %+v", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("secret-login device post: no reply\n%s", mq.Log())
+	}
+	if pts, err := s.latest("meterPK", "sdkDK"); err != nil || pts["temp"].Value != 19.5 {
+		t.Errorf("secret-login device's post stored: %+v %v", pts, err)
+	}
+	if !strings.Contains(mq.Log(), "enos-auth: login refused: bad_signature") {
+		t.Errorf("the refused login is not in the broker's log:\n%s", mq.Log())
+	}
+
 	// The broker's ACL: a device cannot publish as another; nothing of it is stored.
 	dev.Publish(enos.Topic("gwPK", "gwDK", enos.SuffixPost), 1, false, `{"id":"42","params":{"measurepoints":{"x":1}}}`).WaitTimeout(2 * time.Second)
 

@@ -19,6 +19,10 @@ command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || need_pkgs+=(redis-tools)
 # Mosquitto: the external broker of ingestd's scale-out mode (a private one per test)
 [ -x /usr/sbin/mosquitto ] || need_pkgs+=(mosquitto)
+# the EnOS secret-login plugin for Mosquitto (cmd/mosquitto-enos-auth, cgo)
+[ -f /usr/include/mosquitto_plugin.h ] || need_pkgs+=(mosquitto-dev)
+[ -f /usr/include/mosquitto.h ] || need_pkgs+=(libmosquitto-dev)
+command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
 # PostgreSQL for ingest/pgstore (a private cluster per test, by internal/testsvc)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
 # etcd for ha/ (a private 3-member cluster per test, by internal/testsvc)
@@ -48,5 +52,8 @@ command -v socat >/dev/null
 [ -f /usr/share/activemq/bin/activemq.jar ]
 command -v redis-server >/dev/null
 [ -x /usr/sbin/mosquitto ]
+[ -f /usr/include/mosquitto_plugin.h ]
+[ -f /usr/include/mosquitto.h ]
+command -v gcc >/dev/null
 [ -x /usr/bin/etcd ]
 echo "provision: done"

@@ -16,15 +16,21 @@ import (
 // must chain to, and the server's certificate and key.
 type MosquittoTLS struct {
 	CAFile, CertFile, KeyFile string
+	// SecretRegistry, when set, adds a second listener (server TLS only,
+	// SecretAddr) for EnOS secret logins, checked against this ingestd
+	// registry file by the project's plugin (cmd/mosquitto-enos-auth,
+	// built for the test).
+	SecretRegistry string
 }
 
 // Mosquitto is a private mosquitto on loopback with mutual TLS, the
 // project's ACL (examples/scaleout/mosquitto.acl) and no persistence.
 type Mosquitto struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	port int
+	t          testing.TB
+	bin        string
+	dir        string
+	port       int
+	secretPort int
 
 	mu   sync.Mutex
 	proc *exec.Cmd
@@ -62,6 +68,17 @@ require_certificate true
 use_identity_as_username true
 acl_file %s
 `, currentUser(), filepath.Join(m.dir, "mosquitto.log"), m.port, tls.CAFile, tls.CertFile, tls.KeyFile, acl)
+	if tls.SecretRegistry != "" {
+		plugin := buildAuthPlugin(t, m.dir)
+		m.secretPort = FreePort(t)
+		conf += fmt.Sprintf(`plugin %s
+plugin_opt_registry %s
+listener %d 127.0.0.1
+certfile %s
+keyfile %s
+require_certificate false
+`, plugin, tls.SecretRegistry, m.secretPort, tls.CertFile, tls.KeyFile)
+	}
 	if err := os.WriteFile(filepath.Join(m.dir, "mosquitto.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -82,6 +99,23 @@ func currentUser() string {
 
 // Addr is the broker's host:port.
 func (m *Mosquitto) Addr() string { return "127.0.0.1:" + strconv.Itoa(m.port) }
+
+// SecretAddr is the host:port of the secret-login listener.
+func (m *Mosquitto) SecretAddr() string { return "127.0.0.1:" + strconv.Itoa(m.secretPort) }
+
+// buildAuthPlugin builds cmd/mosquitto-enos-auth as a shared object in dir
+// (cgo; Debian mosquitto-dev and libmosquitto-dev for the headers).
+func buildAuthPlugin(t testing.TB, dir string) string {
+	t.Helper()
+	out := filepath.Join(dir, "mosquitto-enos-auth.so")
+	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, "./cmd/mosquitto-enos-auth")
+	cmd.Dir = RepoRoot(t)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the mosquitto plugin (needs gcc, mosquitto-dev, libmosquitto-dev): %v\n%s", err, b)
+	}
+	return out
+}
 
 // Log is the broker's log.
 func (m *Mosquitto) Log() string {
