@@ -3,6 +3,7 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -187,6 +188,15 @@ func TestScaleOut(t *testing.T) {
 	waitStored(2800)
 	workers[1] = worker(1)
 	waitStored(3400)
+	// the restarted worker takes its share again (the shared subscription
+	// hands it messages while edged keeps posting)
+	eventually(t, 30*time.Second, "the restarted worker 2 stores posts", func() error {
+		v, err := promValue(fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPorts[1]), "ingest_posts_accepted_total")
+		if err == nil && v == 0 {
+			err = errors.New("no post accepted since its restart")
+		}
+		return err
+	})
 
 	simProc.stop(t, syscall.SIGTERM)
 	var final edgedHealth
