@@ -3,7 +3,6 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -193,7 +192,7 @@ func TestScaleOut(t *testing.T) {
 	eventually(t, 30*time.Second, "the restarted worker 2 stores posts", func() error {
 		v, err := promValue(fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPorts[1]), "ingest_posts_accepted_total")
 		if err == nil && v == 0 {
-			err = errors.New("no post accepted since its restart")
+			err = fmt.Errorf("no post accepted since its restart\n%s", mq.Log())
 		}
 		return err
 	})
