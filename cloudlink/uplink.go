@@ -86,6 +86,9 @@ type Options struct {
 	// CommandTimeout bounds one command's execution; default 8 s (the
 	// ingest waits 10 s for the reply by default).
 	CommandTimeout time.Duration
+	// ReconnectMax caps the backoff between connection attempts; default
+	// 10 s (attempts are jittered, so a fleet does not reconnect at once).
+	ReconnectMax time.Duration
 	// OnConnect is called (on its own goroutine) each time a session is
 	// up: e.g. to check for new device models.
 	OnConnect  func()
@@ -133,6 +136,9 @@ func New(o Options) *Uplink {
 	}
 	if o.SignMethod == "" {
 		o.SignMethod = "sha256"
+	}
+	if o.ReconnectMax <= 0 {
+		o.ReconnectMax = 10 * time.Second
 	}
 	if o.ClientID == "" {
 		o.ClientID = o.DeviceKey
@@ -186,7 +192,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 	if u.o.Epoch != 0 {
 		u.Activate(ctx, u.o.Epoch)
 	}
-	retry := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
+	retry := backoff.Backoff{Min: 500 * time.Millisecond, Max: u.o.ReconnectMax}
 	for ctx.Err() == nil {
 		err := u.session(ctx, &retry)
 		u.connected.Store(false)

@@ -86,6 +86,10 @@ type Cloud struct {
 	// ResumeRate bounds the drain of history in measure points per second,
 	// default 50000; keep it several times the gateway's live rate.
 	ResumeRate int `yaml:"resume_rate"`
+	// ReconnectMax caps the jittered backoff between connection attempts
+	// while the cloud is unreachable, so the link is back within about
+	// this long after the cloud returns; default 10s.
+	ReconnectMax time.Duration `yaml:"reconnect_max"`
 	// Confirm is what lets a record go from the queue: "puback" (default:
 	// ingestd's own broker acknowledges a post once it is stored) or
 	// "reply" (the post's reply with code 200: needed behind an external
@@ -778,6 +782,10 @@ func (v *validator) validate(c *Config) {
 	}
 	defDur(&cl.ResumeAfter, 120*time.Minute)
 	defInt(&cl.ResumeRate, 50000)
+	defDur(&cl.ReconnectMax, 10*time.Second)
+	if cl.ReconnectMax < time.Second {
+		v.errf("$.cloud.reconnect_max", "cloud", "reconnect_max %s: at least 1s", cl.ReconnectMax)
+	}
 	v.positive("$.cloud.resume_rate", "cloud", "resume_rate", cl.ResumeRate)
 
 	switch c.Bus.Kind {

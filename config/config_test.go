@@ -107,6 +107,12 @@ func TestBrokenConfigs(t *testing.T) {
 			[]string{`c.yaml:18: profile "meter" point "v": table "holding_registers": use coil, discrete_input, input_register or holding_register`}},
 		{"plain tcp uplink", func(s string) string { return strings.Replace(s, "tls://", "tcp://", 1) },
 			[]string{`c.yaml:4: cloud: broker "tcp://127.0.0.1:8883": must be tls://host:port (the uplink is always TLS)`}},
+		{"reconnect_max too short", func(s string) string {
+			return strings.Replace(s, "  secret: s\n", "  secret: s\n  reconnect_max: 100ms\n", 1)
+		},
+			[]string{`c.yaml:7: cloud: reconnect_max 100ms: at least 1s`}},
+		{"ha without endpoints", func(s string) string { return strings.Replace(s, "links:\n", "ha: {kind: etcd, node: a}\nlinks:\n", 1) },
+			[]string{`c.yaml:9: ha: kind etcd needs endpoints (the etcd client URLs, e.g. http://10.0.0.5:2379)`}},
 		{"no login", func(s string) string { return strings.Replace(s, "  secret: s\n", "", 1) },
 			[]string{`c.yaml:3: cloud: give a client certificate (cert, key) or a secret to log in with`}},
 		{"overlapping points", func(s string) string {

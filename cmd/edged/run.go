@@ -156,7 +156,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 		Secret: cfg.Cloud.Secret, SignMethod: cfg.Cloud.SignMethod,
 		Gateway: cfg.Gateway.ID, ClientID: clientID(cfg), Bus: b, // activated per term
 		MaxPayload: cfg.Cloud.MaxPayload, InFlight: cfg.Cloud.InFlight, AckTimeout: cfg.Cloud.AckTimeout,
-		Tap: tap, ResumeAfter: cfg.Cloud.ResumeAfter, ResumeRate: cfg.Cloud.ResumeRate,
+		Tap: tap, ResumeAfter: cfg.Cloud.ResumeAfter, ResumeRate: cfg.Cloud.ResumeRate, ReconnectMax: cfg.Cloud.ReconnectMax,
 		ConfirmByReply: cfg.Cloud.Confirm == "reply",
 		Commander:      &control.Executor{Norm: g.norm, Writer: g.engine, Allow: g.mayWrite},
 		OnConnect:      func() { g.models.Trigger() },

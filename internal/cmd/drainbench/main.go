@@ -5,8 +5,8 @@
 // durable queue; then ingestd is started again and drainbench measures
 //
 //   - the reconnect: from ingestd's restart to edged's uplink connected in
-//     /healthz (the uplink's reconnect backoff caps at 30 s, jittered
-//     [15 s, 30 s] after a long outage);
+//     /healthz (the uplink's reconnect backoff caps at cloud.reconnect_max, default 10 s, jittered
+//     to [5 s, 10 s] after a long outage);
 //   - the drain: from the reconnect until the outage's backlog has gone out
 //     on resume/batch (edged_uplink_resumed_records_total) and until it is
 //     stored (the ingest's sequences cover everything assigned up to the
