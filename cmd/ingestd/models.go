@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -14,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/edged/edged/thingmodel"
 )
@@ -133,57 +131,26 @@ func (c *modelsCmd) run(stdin io.Reader, stdout io.Writer) error {
 			return nil
 		}
 	}
-	tok, err := os.ReadFile(c.tokenFile)
+	api, err := newAdminAPI(c.http, c.tokenFile)
 	if err != nil {
-		return fmt.Errorf("token: %w", err)
+		return err
 	}
-	token := strings.TrimSpace(string(tok))
-	if token == "" {
-		return fmt.Errorf("token: %s is empty", c.tokenFile)
-	}
-	base := strings.TrimSuffix(c.http, "/")
-	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
-		base = "http://" + base
-	}
-	path := base + "/api/v1/models"
+	path := "/api/v1/models"
 	if c.pk != "" {
 		path += "/" + url.PathEscape(c.pk)
 	}
 	if c.version != 0 {
 		path += "?version=" + strconv.FormatUint(c.version, 10)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	method := "GET"
-	var rd io.Reader
 	if c.verb == "put" {
-		method, rd = "PUT", bytes.NewReader(body)
+		method = "PUT"
+	} else {
+		body = nil
 	}
-	req, err := http.NewRequestWithContext(ctx, method, path, rd)
+	status, data, err := api.do(method, path, body)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(data))
-		}
-		return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
 	}
 	switch c.verb {
 	case "list":
@@ -215,7 +182,7 @@ func (c *modelsCmd) run(stdin io.Reader, stdout io.Writer) error {
 			return fmt.Errorf("put: the reply is not a model: %w", err)
 		}
 		what := "unchanged: the latest is"
-		if resp.StatusCode == http.StatusCreated {
+		if status == http.StatusCreated {
 			what = "stored"
 		}
 		fmt.Fprintf(stdout, "%s %s version %d\n", what, m.ProductKey, m.Version)

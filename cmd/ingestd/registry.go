@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 )
 
 const registryUsage = `usage: ingestd registry <command> [flags]
@@ -171,13 +169,9 @@ func cmdRegistry(args []string, stdout, stderr io.Writer) int {
 }
 
 func (c *registryCmd) run(stdout io.Writer) error {
-	tok, err := os.ReadFile(c.tokenFile)
+	api, err := newAdminAPI(c.http, c.tokenFile)
 	if err != nil {
-		return fmt.Errorf("token: %w", err)
-	}
-	token := strings.TrimSpace(string(tok))
-	if token == "" {
-		return fmt.Errorf("token: %s is empty", c.tokenFile)
+		return err
 	}
 	if c.secretFile != "" {
 		secret, err := os.ReadFile(c.secretFile)
@@ -190,50 +184,20 @@ func (c *registryCmd) run(stdout io.Writer) error {
 			return fmt.Errorf("secret: %s is empty", c.secretFile)
 		}
 	}
-	base := strings.TrimSuffix(c.http, "/")
-	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
-		base = "http://" + base
-	}
-	path := base + "/api/v1/registry/devices"
+	path := "/api/v1/registry/devices"
 	if c.pk != "" {
 		path += "/" + url.PathEscape(c.pk) + "/" + url.PathEscape(c.dk)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var body io.Reader
 	method := map[string]string{"list": "GET", "get": "GET", "put": "PUT", "delete": "DELETE"}[c.verb]
+	var body []byte
 	if c.verb == "put" {
-		b, err := json.Marshal(c.device)
-		if err != nil {
+		if body, err = json.Marshal(c.device); err != nil {
 			return err
 		}
-		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, path, body)
+	status, data, err := api.do(method, path, body)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(data))
-		}
-		return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
 	}
 	switch c.verb {
 	case "list":
@@ -252,7 +216,7 @@ func (c *registryCmd) run(stdout io.Writer) error {
 		stdout.Write(out.Bytes())
 	case "put":
 		what := "replaced"
-		if resp.StatusCode == http.StatusCreated {
+		if status == http.StatusCreated {
 			what = "created"
 		}
 		fmt.Fprintf(stdout, "%s %s/%s\n", what, c.pk, c.dk)
