@@ -46,8 +46,8 @@ type haNode struct {
 	conf    string
 	port    int
 	p       *proc
-	procs   []*proc     // every start, for the logs
-	proxies []*cutProxy // its etcd endpoints, when proxied
+	procs   []*proc             // every start, for the logs
+	proxies []*testsvc.CutProxy // its etcd endpoints, when proxied
 	// shutting: SIGTERM was sent; the node drains, resigns and exits.
 	// The monitor leaves it out: its /healthz role stays "active" until it
 	// exits, even after it resigned.
@@ -124,7 +124,7 @@ func newHAPair(t *testing.T, proxied bool, extra string) *haPair {
 		var eps []string
 		for i := range c.N() {
 			if proxied {
-				px := newCutProxy(t, c.ClientAddr(i))
+				px := testsvc.NewCutProxy(t, c.ClientAddr(i))
 				n.proxies = append(n.proxies, px)
 				eps = append(eps, strconv.Quote(px.URL()))
 			} else {
@@ -772,7 +772,7 @@ func TestHAPartition(t *testing.T) {
 
 	cut := time.Now()
 	for _, px := range act.proxies {
-		px.cut()
+		px.Cut()
 	}
 	var oh haDoc
 	pollUntil(t, 10*time.Second, 10*time.Millisecond, act.name+" standing down", func() error {
@@ -830,7 +830,7 @@ func TestHAPartition(t *testing.T) {
 
 	// heal: the old node stays standby, the new one active in its term
 	for _, px := range act.proxies {
-		px.heal()
+		px.Heal()
 	}
 	healed := time.Now()
 	for time.Since(healed) < 3*time.Second {

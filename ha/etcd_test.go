@@ -72,7 +72,7 @@ type haNode struct {
 	t       *testing.T
 	name    string
 	e       *Etcd
-	proxies []*cutProxy
+	proxies []*testsvc.CutProxy
 	cancel  context.CancelFunc
 	stopped chan struct{}
 	sink    *termLog
@@ -172,7 +172,7 @@ func (c *haCluster) node(name string) *haNode {
 	n := &haNode{t: t, name: name, sink: c.log, stopped: make(chan struct{})}
 	var eps []string
 	for i := range c.etcd.N() {
-		p := newCutProxy(t, c.etcd.ClientAddr(i))
+		p := testsvc.NewCutProxy(t, c.etcd.ClientAddr(i))
 		n.proxies = append(n.proxies, p)
 		eps = append(eps, p.URL())
 	}
@@ -226,19 +226,19 @@ func (n *haNode) stop(graceful bool) {
 		n.cancel = nil
 	}
 	for _, p := range n.proxies {
-		p.close()
+		p.Close()
 	}
 }
 
 func (n *haNode) cut() {
 	for _, p := range n.proxies {
-		p.cut()
+		p.Cut()
 	}
 }
 
 func (n *haNode) heal() {
 	for _, p := range n.proxies {
-		p.heal()
+		p.Heal()
 	}
 }
 

@@ -1,4 +1,4 @@
-package e2e
+package testsvc
 
 import (
 	"net"
@@ -6,12 +6,12 @@ import (
 	"testing"
 )
 
-// cutProxy forwards 127.0.0.1 TCP connections to target, and can cut them
+// CutProxy forwards 127.0.0.1 TCP connections to target, and can cut them
 // like a network partition: while cut, nothing is forwarded in either
 // direction (connections stay open, bytes are held back, no error is seen:
 // the client only hears silence), and heal lets the held bytes through.
 // The test's cleanup closes it and every connection it holds.
-type cutProxy struct {
+type CutProxy struct {
 	ln     net.Listener
 	target string
 	closed chan struct{}
@@ -22,25 +22,27 @@ type cutProxy struct {
 	conns map[net.Conn]struct{}
 }
 
-func newCutProxy(t testing.TB, target string) *cutProxy {
+// NewCutProxy starts a proxy to target (host:port) on a free loopback port.
+func NewCutProxy(t testing.TB, target string) *CutProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{ln: ln, target: target, closed: make(chan struct{}), gate: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	p := &CutProxy{ln: ln, target: target, closed: make(chan struct{}), gate: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	close(p.gate)
 	p.wg.Add(1)
 	go p.accept()
-	t.Cleanup(p.close)
+	t.Cleanup(p.Close)
 	return p
 }
 
 // URL is the proxy's http:// URL (an etcd client endpoint).
-func (p *cutProxy) URL() string { return "http://" + p.ln.Addr().String() }
+// URL is the proxy's http:// URL (an etcd client endpoint).
+func (p *CutProxy) URL() string { return "http://" + p.ln.Addr().String() }
 
-// cut stops forwarding: the connections stay open and silent.
-func (p *cutProxy) cut() {
+// Cut stops forwarding: the connections stay open and silent.
+func (p *CutProxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	select {
@@ -50,8 +52,8 @@ func (p *cutProxy) cut() {
 	}
 }
 
-// heal forwards again, the held bytes first.
-func (p *cutProxy) heal() {
+// Heal forwards again, the held bytes first.
+func (p *CutProxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	select {
@@ -61,13 +63,13 @@ func (p *cutProxy) heal() {
 	}
 }
 
-func (p *cutProxy) open() <-chan struct{} {
+func (p *CutProxy) open() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.gate
 }
 
-func (p *cutProxy) track(c net.Conn) bool {
+func (p *CutProxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	select {
@@ -79,7 +81,7 @@ func (p *cutProxy) track(c net.Conn) bool {
 	return true
 }
 
-func (p *cutProxy) accept() {
+func (p *CutProxy) accept() {
 	defer p.wg.Done()
 	for {
 		c, err := p.ln.Accept()
@@ -102,7 +104,7 @@ func (p *cutProxy) accept() {
 	}
 }
 
-func (p *cutProxy) pipe(dst, src net.Conn) {
+func (p *CutProxy) pipe(dst, src net.Conn) {
 	defer p.wg.Done()
 	defer dst.Close()
 	defer src.Close()
@@ -125,7 +127,7 @@ func (p *cutProxy) pipe(dst, src net.Conn) {
 	}
 }
 
-func (p *cutProxy) close() {
+func (p *CutProxy) Close() {
 	p.mu.Lock()
 	select {
 	case <-p.closed:
