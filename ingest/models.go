@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/edged/edged/cloudlink/enos"
+	"github.com/edged/edged/internal/atomicfile"
 	"github.com/edged/edged/thingmodel"
 )
 
@@ -206,52 +207,19 @@ func (s *ModelStore) Put(m *thingmodel.Model) (json []byte, version uint64, crea
 }
 
 // write stores one version file durably (see ModelStore).
-func (s *ModelStore) write(pk string, v uint64, b []byte) (err error) {
+func (s *ModelStore) write(pk string, v uint64, b []byte) error {
 	dir := filepath.Join(s.dir, escapeKey(pk))
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("ingest: models: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("ingest: models: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	_, err = tmp.Write(b)
+	err := atomicfile.Write(filepath.Join(dir, strconv.FormatUint(v, 10)+".json"), b, 0o640)
 	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, strconv.FormatUint(v, 10)+".json"))
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err == nil {
-		err = syncDir(s.dir) // the product directory may be new
+		err = atomicfile.SyncDir(s.dir) // the product directory may be new
 	}
 	if err != nil {
 		return fmt.Errorf("ingest: models: write %s version %d: %w", pk, v, err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // escapeKey makes a product key a directory name: A-Z a-z 0-9 _ - stay,

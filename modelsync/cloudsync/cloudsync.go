@@ -30,6 +30,7 @@ import (
 
 	"github.com/edged/edged/cloudlink/enos"
 	"github.com/edged/edged/config"
+	"github.com/edged/edged/internal/atomicfile"
 	"github.com/edged/edged/modelsync"
 	"github.com/edged/edged/thingmodel"
 )
@@ -352,7 +353,7 @@ func (s *Syncer) apply(m *thingmodel.Model) error {
 	if err := os.MkdirAll(s.o.Dir, 0o750); err != nil {
 		return fmt.Errorf("store model: %w", err)
 	}
-	if err := writeFileSync(s.path(m.ProductKey), b); err != nil {
+	if err := atomicfile.Write(s.path(m.ProductKey), b, 0o640); err != nil {
 		return fmt.Errorf("store model: %w", err)
 	}
 	s.o.Live.Store(n)
@@ -369,34 +370,4 @@ func (s *Syncer) apply(m *thingmodel.Model) error {
 	}
 	s.o.Logger.Info("model version applied", "product_key", m.ProductKey, "from", from, "to", m.Version)
 	return nil
-}
-
-// writeFileSync writes path atomically: a temporary file, fsync, rename,
-// fsync of the directory.
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
