@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -230,16 +229,7 @@ func (s *Sequences) Union() [][2]uint64 {
 	for _, e := range s.Epochs {
 		all = append(all, e.Ranges...)
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i][0] < all[j][0] })
-	var out [][2]uint64
-	for _, r := range all {
-		if n := len(out); n > 0 && r[0] <= out[n-1][1]+1 {
-			out[n-1][1] = max(out[n-1][1], r[1])
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
+	return UnionRanges(all)
 }
 
 // Covers reports whether every sequence 1..last is stored.

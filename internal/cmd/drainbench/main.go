@@ -29,10 +29,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -78,24 +76,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "drainbench:", err)
 		os.Exit(1)
 	}
-}
-
-// ensureBinaries builds edged and ingestd into dir when asked or missing.
-func ensureBinaries(dir string, force bool) error {
-	for _, name := range []string{"edged", "ingestd"} {
-		out := filepath.Join(dir, name)
-		if _, err := os.Stat(out); err == nil && !force {
-			continue
-		}
-		fmt.Fprintf(os.Stderr, "drainbench: building %s\n", out)
-		cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/"+name)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("build %s: %w", name, err)
-		}
-	}
-	return nil
 }
 
 // latestAge is the age of the newest stored reading of a device.
@@ -146,23 +126,10 @@ func lastRetryDelay(logPath string) (last string, n int) {
 	return last, n
 }
 
-type stats struct{ median, p90, max time.Duration }
-
-func summarise(ds []time.Duration) stats {
-	if len(ds) == 0 {
-		return stats{}
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return stats{median: s[len(s)/2], p90: s[len(s)*9/10], max: s[len(s)-1]}
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
-
 func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
 
 func run(o options) (err error) {
-	if err := ensureBinaries(o.bin, o.build); err != nil {
+	if err := benchkit.EnsureBinaries("drainbench", o.bin, o.build); err != nil {
 		return err
 	}
 	poll := time.Duration(float64(time.Second) * float64(o.devices*o.ppd) / float64(o.rate))
@@ -414,25 +381,25 @@ func run(o options) (err error) {
 	// the table
 	toResumed, toStored := resumedAt.Sub(reconnect), storedAt.Sub(reconnect)
 	rateResumed, rateStored := backlogPoints/toResumed.Seconds(), backlogPoints/toStored.Seconds()
-	fr := summarise(fresh)
-	st := summarise(steady)
+	fr := benchkit.Summarise(fresh)
+	st := benchkit.Summarise(steady)
 	fmt.Printf("\nedged backlog drain (%d devices × %d %s points every %s = %d points/s, %d links; outage %s; resume_rate %d points/s)\n\n",
 		o.devices, o.ppd, o.typ, poll, o.rate, o.links, o.outage, resumeRate)
 	fmt.Printf("| measure | value |\n|---|---|\n")
 	fmt.Printf("| live rate: configured / assigned during the outage / stored before it | %d / %.0f / %.0f points/s |\n", o.rate, liveAssigned, liveStored)
-	fmt.Printf("| freshness before the outage (age of newest stored reading of %s), median / max | %s / %s |\n", freshDevice, ms(st.median), ms(st.max))
-	fmt.Printf("| ingestd stop (SIGTERM) took | %s |\n", ms(stopTook))
+	fmt.Printf("| freshness before the outage (age of newest stored reading of %s), median / max | %s / %s |\n", freshDevice, benchkit.Ms(st.Median), benchkit.Ms(st.Max))
+	fmt.Printf("| ingestd stop (SIGTERM) took | %s |\n", benchkit.Ms(stopTook))
 	fmt.Printf("| backlog at the outage's end: /healthz bus records / edged_uplink_backlog_records | %d / %.0f records (%.0f points) |\n", hEnd.Bus.Records, backlogGauge, float64(hEnd.Bus.Records)*float64(o.ppd))
 	fmt.Printf("| backlog when the session began | %d records, %.0f points |\n", backlog, backlogPoints)
 	fmt.Printf("| failed cloud sessions during the outage / last retry delay logged | %.0f / %s |\n", errs1-errs0, retryDelay)
-	fmt.Printf("| ingestd restart → its /healthz ready | %s |\n", ms(ingestReady.Sub(restart)))
+	fmt.Printf("| ingestd restart → its /healthz ready | %s |\n", benchkit.Ms(ingestReady.Sub(restart)))
 	fmt.Printf("| ingestd restart → edged reconnected (reconnect backoff) | %s |\n", secs(reconnect.Sub(restart)))
 	fmt.Printf("| reconnect → first fresh reading of %s stored | %s (before it, newest stored reading up to %s old) |\n", freshDevice, secs(firstFresh.Sub(reconnect)), secs(staleMax))
 	fmt.Printf("| reconnect → backlog posted on resume/batch | %s |\n", secs(toResumed))
 	fmt.Printf("| reconnect → backlog stored (sequences 1..%d) | %s |\n", lastBefore, secs(toStored))
 	fmt.Printf("| drain rate, posted / stored | %.0f / %.0f points/s |\n", rateResumed, rateStored)
 	fmt.Printf("| drain rate ÷ live rate (configured), posted / stored (goal ≥ 5) | %.2f× / %.2f× |\n", rateResumed/float64(o.rate), rateStored/float64(o.rate))
-	fmt.Printf("| freshness during the drain (from the first fresh reading; %d samples), median / p90 / max | %s / %s / %s |\n", len(fresh), ms(fr.median), ms(fr.p90), ms(fr.max))
+	fmt.Printf("| freshness during the drain (from the first fresh reading; %d samples), median / p90 / max | %s / %s / %s |\n", len(fresh), benchkit.Ms(fr.Median), benchkit.Ms(fr.P90), benchkit.Ms(fr.Max))
 	fmt.Printf("| edged CPU, reconnect → posted / → stored | %.1f CPU-s (%.0f %% of a core) / %.1f CPU-s (%.0f %%) |\n",
 		ceResumed-ce0, (ceResumed-ce0)/toResumed.Seconds()*100, ceStored-ce0, (ceStored-ce0)/toStored.Seconds()*100)
 	fmt.Printf("| ingestd CPU, reconnect → posted / → stored | %.1f CPU-s (%.0f %% of a core) / %.1f CPU-s (%.0f %%) |\n",

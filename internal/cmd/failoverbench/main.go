@@ -32,10 +32,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,23 +73,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "failoverbench:", err)
 		os.Exit(1)
 	}
-}
-
-func ensureBinaries(dir string, force bool) error {
-	for _, name := range []string{"edged", "ingestd"} {
-		out := filepath.Join(dir, name)
-		if _, err := os.Stat(out); err == nil && !force {
-			continue
-		}
-		fmt.Fprintf(os.Stderr, "failoverbench: building %s\n", out)
-		cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/"+name)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("build %s: %w", name, err)
-		}
-	}
-	return nil
 }
 
 // node is one edged of the pair.
@@ -317,42 +298,6 @@ func (b *bench) watchDeleted(cli *clientv3.Client, epoch uint64) (<-chan time.Ti
 	return out, cancel, nil
 }
 
-// union merges ranges into sorted, disjoint, inclusive ranges.
-func union(rs [][2]uint64) [][2]uint64 {
-	rs = slices.Clone(rs)
-	slices.SortFunc(rs, func(a, b [2]uint64) int {
-		switch {
-		case a[0] < b[0]:
-			return -1
-		case a[0] > b[0]:
-			return 1
-		}
-		return 0
-	})
-	var out [][2]uint64
-	for _, r := range rs {
-		if n := len(out); n > 0 && r[0] <= out[n-1][1]+1 {
-			out[n-1][1] = max(out[n-1][1], r[1])
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
-}
-
-type stats struct{ median, p90, max time.Duration }
-
-func summarise(ds []time.Duration) stats {
-	if len(ds) == 0 {
-		return stats{}
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return stats{median: s[len(s)/2], p90: s[len(s)*9/10], max: s[len(s)-1]}
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
-
 var activeLine = regexp.MustCompile(`msg="active: polling and delivering" epoch=(\d+)`)
 
 // termsOf are the epochs of node n's terms, from its log.
@@ -370,7 +315,7 @@ func (b *bench) termsOf(n *node) ([]uint64, error) {
 }
 
 func run(o options) (err error) {
-	if err := ensureBinaries(o.bin, o.build); err != nil {
+	if err := benchkit.EnsureBinaries("failoverbench", o.bin, o.build); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp("", "edged-failoverbench-")
@@ -479,7 +424,7 @@ func run(o options) (err error) {
 		gaps = append(gaps, at.Sub(killed))
 		takeovers = append(takeovers, nh.HA.Since.Sub(killed))
 		b.logf("fail-over %d/%d: %s killed (epoch %d); %s active after %s, first record of epoch %d stored after %s",
-			i+1, o.runs, act.name, h.Epoch, stby.name, ms(nh.HA.Since.Sub(killed)), e2, ms(at.Sub(killed)))
+			i+1, o.runs, act.name, h.Epoch, stby.name, benchkit.Ms(nh.HA.Since.Sub(killed)), e2, benchkit.Ms(at.Sub(killed)))
 		if err := b.start(act); err != nil {
 			return err
 		}
@@ -539,7 +484,7 @@ func run(o options) (err error) {
 		gStored = append(gStored, at.Sub(termAt))
 		gResign = append(gResign, nh.HA.Since.Sub(resigned))
 		b.logf("hand-over %d/%d: %s stopped (epoch %d), resigned after %s; %s active %s after the resignation; first record of epoch %d stored %s after SIGTERM",
-			i+1, o.graceful, act.name, h.Epoch, ms(resigned.Sub(termAt)), stby.name, ms(nh.HA.Since.Sub(resigned)), e2, ms(at.Sub(termAt)))
+			i+1, o.graceful, act.name, h.Epoch, benchkit.Ms(resigned.Sub(termAt)), stby.name, benchkit.Ms(nh.HA.Since.Sub(resigned)), e2, benchkit.Ms(at.Sub(termAt)))
 		if err := b.start(act); err != nil {
 			return err
 		}
@@ -633,7 +578,7 @@ func run(o options) (err error) {
 					}
 				}
 			}
-			u := union(all)
+			u := benchkit.UnionRanges(all)
 			assigned := h.Bus.NextSeq - 1
 			perNode = append(perNode, fmt.Sprintf("%s %d / %d in %d terms", n.name, count, assigned, len(terms)))
 			if count != assigned || len(u) != 1 || u[0] != [2]uint64{1, assigned} {
@@ -646,16 +591,16 @@ func run(o options) (err error) {
 	samples, overlaps := b.samples, b.overlaps
 	b.mu.Unlock()
 
-	g, t := summarise(gaps), summarise(takeovers)
-	gs, gr := summarise(gStored), summarise(gResign)
+	g, t := benchkit.Summarise(gaps), benchkit.Summarise(takeovers)
+	gs, gr := benchkit.Summarise(gStored), benchkit.Summarise(gResign)
 	fmt.Printf("\nedged active/standby fail-over (2 nodes, 3 etcd members, lease TTL %s; %d devices × %d points every %s)\n\n", o.ttl, o.devices, o.ppd, o.poll)
 	fmt.Printf("| measure | value |\n|---|---|\n")
 	fmt.Printf("| kill -9 fail-overs | %d |\n", len(gaps))
-	fmt.Printf("| fail-over gap: kill → first record of the new epoch stored, median / p90 / worst (goal ≤ 3 s) | %s / %s / %s |\n", ms(g.median), ms(g.p90), ms(g.max))
-	fmt.Printf("| kill → standby active (/healthz ha.since), median / p90 / worst | %s / %s / %s |\n", ms(t.median), ms(t.p90), ms(t.max))
+	fmt.Printf("| fail-over gap: kill → first record of the new epoch stored, median / p90 / worst (goal ≤ 3 s) | %s / %s / %s |\n", benchkit.Ms(g.Median), benchkit.Ms(g.P90), benchkit.Ms(g.Max))
+	fmt.Printf("| kill → standby active (/healthz ha.since), median / p90 / worst | %s / %s / %s |\n", benchkit.Ms(t.Median), benchkit.Ms(t.P90), benchkit.Ms(t.Max))
 	fmt.Printf("| graceful hand-overs (SIGTERM: drain, resign) | %d |\n", len(gStored))
-	fmt.Printf("| graceful: SIGTERM → new active's first record stored, median / worst | %s / %s |\n", ms(gs.median), ms(gs.max))
-	fmt.Printf("| graceful: resignation (key deleted, etcd watch) → new active (/healthz), median / worst (goal ≤ 0.5 s) | %s / %s |\n", ms(gr.median), ms(gr.max))
+	fmt.Printf("| graceful: SIGTERM → new active's first record stored, median / worst | %s / %s |\n", benchkit.Ms(gs.Median), benchkit.Ms(gs.Max))
+	fmt.Printf("| graceful: resignation (key deleted, etcd watch) → new active (/healthz), median / worst (goal ≤ 0.5 s) | %s / %s |\n", benchkit.Ms(gr.Median), benchkit.Ms(gr.Max))
 	fmt.Printf("| /healthz samples of both nodes / two actives seen | %d / %d |\n", samples, len(overlaps))
 	fmt.Printf("| records stored / assigned per node (own embedded bus), duplicates refused | %s; %d |\n", strings.Join(perNode, ", "), seqs.Duplicates)
 	fmt.Printf("| loss | %s |\n", loss)
