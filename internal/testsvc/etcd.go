@@ -240,17 +240,7 @@ func (c *EtcdCluster) stop(m *etcdMember, sig syscall.Signal, grace time.Duratio
 	}
 	p, done := m.proc.Process, m.done
 	m.proc, m.done = nil, nil
-	_ = p.Signal(sig)
-	if sig != syscall.SIGKILL {
-		select {
-		case <-done:
-			return
-		case <-time.After(grace):
-			c.t.Logf("testsvc: etcd pid %d ignored %v for %s; killing it", p.Pid, sig, grace)
-			_ = p.Kill()
-		}
-	}
-	<-done
+	signalAndWait(c.t, "etcd", p, done, sig, grace)
 }
 
 func etcdTail(b []byte, n int) string {

@@ -171,14 +171,5 @@ func (m *Mosquitto) stopLocked(sig syscall.Signal, grace time.Duration) {
 	}
 	p, done := m.proc.Process, m.done
 	m.proc, m.done = nil, nil
-	_ = p.Signal(sig)
-	if sig != syscall.SIGKILL {
-		select {
-		case <-done:
-			return
-		case <-time.After(grace):
-			_ = p.Kill()
-		}
-	}
-	<-done
+	signalAndWait(m.t, "mosquitto", p, done, sig, grace)
 }

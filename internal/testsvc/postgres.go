@@ -224,13 +224,5 @@ func (p *Postgres) stopLocked(sig syscall.Signal, grace time.Duration) {
 	}
 	proc, done := p.proc.Process, p.done
 	p.proc, p.done = nil, nil
-	_ = proc.Signal(sig)
-	select {
-	case <-done:
-		return
-	case <-time.After(grace):
-		p.t.Logf("testsvc: postgres pid %d ignored %v for %s; killing it", proc.Pid, sig, grace)
-		_ = proc.Kill()
-	}
-	<-done
+	signalAndWait(p.t, "postgres", proc, done, sig, grace)
 }

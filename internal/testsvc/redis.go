@@ -107,15 +107,5 @@ func (r *Redis) stopLocked(sig syscall.Signal, grace time.Duration) {
 	}
 	p, done := r.proc.Process, r.done
 	r.proc, r.done = nil, nil
-	_ = p.Signal(sig)
-	if sig != syscall.SIGKILL {
-		select {
-		case <-done:
-			return
-		case <-time.After(grace):
-			r.t.Logf("testsvc: redis-server pid %d ignored %v for %s; killing it", p.Pid, sig, grace)
-			_ = p.Kill()
-		}
-	}
-	<-done
+	signalAndWait(r.t, "redis-server", p, done, sig, grace)
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -62,4 +63,21 @@ func WaitPort(addr string, within time.Duration) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// signalAndWait signals our own process p by its PID, never by name, and
+// waits until done is closed (its Wait returned); a process that ignores
+// sig for grace is killed. SIGKILL is waited for without a grace.
+func signalAndWait(t testing.TB, name string, p *os.Process, done <-chan struct{}, sig syscall.Signal, grace time.Duration) {
+	_ = p.Signal(sig)
+	if sig != syscall.SIGKILL {
+		select {
+		case <-done:
+			return
+		case <-time.After(grace):
+			t.Logf("testsvc: %s pid %d ignored %v for %s; killing it", name, p.Pid, sig, grace)
+			_ = p.Kill()
+		}
+	}
+	<-done
 }
