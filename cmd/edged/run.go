@@ -220,8 +220,7 @@ func runGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, drain
 	}
 	stopLeading()
 	if active, epoch, _ := g.role.get(); active {
-		g.role.set(false, epoch)
-		g.m.active.Set(0)
+		g.setRole(false, epoch)
 		log.Info("term ended: standing down", "epoch", epoch)
 	}
 	if etcdNode != nil {

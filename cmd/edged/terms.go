@@ -26,16 +26,23 @@ type role struct {
 	active bool
 	epoch  uint64 // the current or last term's
 	since  time.Time
-	terms  int
 }
 
-func (r *role) set(active bool, epoch uint64) {
+// setRole records this node's role and exports it as metrics.
+func (g *gateway) setRole(active bool, epoch uint64) {
+	r := &g.role
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.active, r.since = active, time.Now()
 	if active {
 		r.epoch = epoch
-		r.terms++
+	}
+	r.mu.Unlock()
+	if active {
+		g.m.active.Set(1)
+		g.m.epoch.Set(float64(epoch))
+		g.m.terms.Inc()
+	} else {
+		g.m.active.Set(0)
 	}
 }
 
@@ -103,10 +110,7 @@ func (g *gateway) runTerms(leadCtx, pollCtx, prodCtx context.Context, lead ha.Le
 			cancelCampaign()
 			break // elected while shutting down: the term ends with it
 		}
-		g.role.set(true, epoch)
-		g.m.active.Set(1)
-		g.m.epoch.Set(float64(epoch))
-		g.m.terms.Inc()
+		g.setRole(true, epoch)
 		g.log.Info("active: polling and delivering", "epoch", epoch, "node", g.cfg.HA.Node)
 		g.uplink.Activate(leaderCtx, epoch)
 		termCtx, stopTerm := context.WithCancel(leaderCtx)
@@ -130,8 +134,7 @@ func (g *gateway) runTerms(leadCtx, pollCtx, prodCtx context.Context, lead ha.Le
 			return nil
 		}
 		cancelCampaign()
-		g.role.set(false, epoch)
-		g.m.active.Set(0)
+		g.setRole(false, epoch)
 		g.log.Warn("leadership lost: polling stopped; standing by", "epoch", epoch, "cause", context.Cause(leaderCtx))
 	}
 	return nil
