@@ -807,7 +807,9 @@ func TestHAPartition(t *testing.T) {
 		t.Fatalf("%s active since %s, before %s stood down at %s", stby.name, nh.HA.Since, act.name, oh.HA.Since)
 	}
 	// A late post of the old term (what the cut-off node would send if
-	// it had not stood down) is refused by epoch.
+	// it had not stood down) is refused by epoch, once the new term has
+	// posted (its first post is what raises the ingest's fence).
+	hp.waitStored(e2, 1)
 	reply, err := hp.postAsStaleNode(e1, lastOld+1)
 	if err != nil {
 		t.Fatal(err)
